@@ -1,0 +1,88 @@
+//! Errors of the library. Region errors are data a client acts on; they are
+//! turned into `errorpb::Error` inside responses by [`Error::into_region_error`].
+
+use crate::proto::{errorpb, metapb};
+use crate::RegionId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("peer is not leader of region {region_id}")]
+    NotLeader {
+        region_id: RegionId,
+        leader: Option<metapb::Peer>,
+    },
+    #[error("region {0} not found on this store")]
+    RegionNotFound(RegionId),
+    #[error("key {key:?} is not in region {region_id}")]
+    KeyNotInRegion {
+        key: Vec<u8>,
+        region_id: RegionId,
+        start_key: Vec<u8>,
+        end_key: Vec<u8>,
+    },
+    #[error("epoch not match: {message}")]
+    EpochNotMatch {
+        message: String,
+        current_regions: Vec<metapb::Region>,
+    },
+    #[error("stale command: its entry was overwritten or it was proposed to a stale leader")]
+    StaleCommand,
+    #[error("server is busy: {0}")]
+    ServerIsBusy(String),
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("raft message codec: {0}")]
+    RaftCodec(#[from] protobuf::ProtobufError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The error as it travels inside a response header.
+    pub fn into_region_error(self) -> errorpb::Error {
+        let mut e = errorpb::Error {
+            message: self.to_string(),
+            ..Default::default()
+        };
+        match self {
+            Error::NotLeader { region_id, leader } => {
+                e.not_leader = Some(errorpb::NotLeader { region_id, leader })
+            }
+            Error::RegionNotFound(region_id) => {
+                e.region_not_found = Some(errorpb::RegionNotFound { region_id })
+            }
+            Error::KeyNotInRegion {
+                key,
+                region_id,
+                start_key,
+                end_key,
+            } => {
+                e.key_not_in_region = Some(errorpb::KeyNotInRegion {
+                    key,
+                    region_id,
+                    start_key,
+                    end_key,
+                })
+            }
+            Error::EpochNotMatch {
+                current_regions, ..
+            } => e.epoch_not_match = Some(errorpb::EpochNotMatch { current_regions }),
+            Error::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+            Error::ServerIsBusy(reason) => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy { reason })
+            }
+            _ => {}
+        }
+        e
+    }
+}

@@ -1,0 +1,235 @@
+//! Committed entries out: executes each committed command against the kv
+//! tree. A Ready's writes and the new apply state go to sled in one atomic
+//! batch; a read in the middle first commits the batch so far (with the apply
+//! state of the entry before it), so it sees every earlier write.
+
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType};
+use tracing::warn;
+
+use super::{error_response, Peer};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::raft_cmdpb::{
+    AdminCmdType, AdminResponse, CmdType, CompactLogResponse, GetResponse, KvPair,
+    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
+};
+use crate::proto::raft_serverpb::RaftTruncatedState;
+use crate::region::exceeds_end_key;
+
+/// Writes and answers gathered while applying one Ready's entries.
+#[derive(Default)]
+struct ApplyBatch {
+    wb: sled::Batch,
+    dirty: bool,
+    answers: Vec<(super::Callback, RaftCmdResponse)>,
+    /// Log entries `[from, to]` to delete once the batch is written.
+    compact: Option<(u64, u64)>,
+}
+
+impl Peer {
+    pub(crate) fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = ApplyBatch::default();
+        for e in entries {
+            let applied = self.storage().applied_index();
+            if e.index <= applied {
+                continue;
+            }
+            if e.index != applied + 1 {
+                panic!(
+                    "region {} peer {}: applying entry {} after {}",
+                    self.region_id(),
+                    self.meta.id,
+                    e.index,
+                    applied
+                );
+            }
+            let resp = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => None,
+                EntryType::EntryNormal => match RaftCmdRequest::decode(e.data.as_ref()) {
+                    Ok(req) => Some(self.apply_command(&req, &mut batch)?),
+                    Err(err) => {
+                        warn!(index = e.index, error = %err, "skipping undecodable entry");
+                        None
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    warn!(index = e.index, "conf change entries are not applied by this version");
+                    None
+                }
+            };
+            self.raft.mut_store().apply_state.applied_index = e.index;
+            self.answer_proposals(e.index, e.term, resp, &mut batch);
+        }
+        self.commit_batch(&mut batch)?;
+        if let Some((from, to)) = batch.compact {
+            self.raft.mut_store().compact_log_to(from, to)?;
+        }
+        for (cb, resp) in batch.answers {
+            let _ = cb.send(resp);
+        }
+        Ok(())
+    }
+
+    /// Writes the batch so far together with the current apply state.
+    fn commit_batch(&mut self, batch: &mut ApplyBatch) -> Result<()> {
+        let committed = self.raft.raft.raft_log.committed;
+        let commit_term = self.raft.raft.raft_log.term(committed).unwrap_or(0);
+        let store = self.raft.mut_store();
+        store.apply_state.commit_index = committed;
+        store.apply_state.commit_term = commit_term;
+        let mut wb = std::mem::take(&mut batch.wb);
+        wb.insert(
+            keys::apply_state_key(store.region.id),
+            store.apply_state.encode_to_vec(),
+        );
+        store.engines.kv.apply_batch(wb)?;
+        batch.dirty = false;
+        Ok(())
+    }
+
+    /// Pairs an applied entry with the proposal waiting for it. Proposals for
+    /// earlier indexes, or for this index in another term, lost their entry to
+    /// another leader (thesis §3.6) and get StaleCommand.
+    fn answer_proposals(
+        &mut self,
+        index: u64,
+        term: u64,
+        resp: Option<RaftCmdResponse>,
+        batch: &mut ApplyBatch,
+    ) {
+        let mut resp = resp;
+        while let Some(p) = self.proposals.front() {
+            if p.index > index {
+                break;
+            }
+            let p = self.proposals.pop_front().expect("front checked above");
+            let answer = match resp.take() {
+                Some(r) if p.index == index && p.term == term => r,
+                _ => error_response(Error::StaleCommand),
+            };
+            batch.answers.push((p.cb, answer));
+        }
+    }
+
+    fn apply_command(
+        &mut self,
+        req: &RaftCmdRequest,
+        batch: &mut ApplyBatch,
+    ) -> Result<RaftCmdResponse> {
+        if let Err(e) = self.check_command(req) {
+            return Ok(error_response(e));
+        }
+        let mut resp = RaftCmdResponse {
+            header: Some(RaftResponseHeader {
+                error: None,
+                current_term: self.term(),
+            }),
+            ..Default::default()
+        };
+        if let Some(admin) = &req.admin_request {
+            if admin.cmd_type() == AdminCmdType::CompactLog {
+                if let Some(c) = &admin.compact_log {
+                    self.apply_compact_log(c.compact_index, c.compact_term, batch);
+                }
+                resp.admin_response = Some(AdminResponse {
+                    cmd_type: AdminCmdType::CompactLog as i32,
+                    compact_log: Some(CompactLogResponse {}),
+                    ..Default::default()
+                });
+            }
+            return Ok(resp);
+        }
+        for r in &req.requests {
+            // Bodies were checked above, so only storage errors remain.
+            resp.responses.push(self.apply_request(r, batch)?);
+        }
+        Ok(resp)
+    }
+
+    /// Advances the truncated state (never backwards); the entries are
+    /// deleted after the batch recording it is written.
+    fn apply_compact_log(&mut self, index: u64, term: u64, batch: &mut ApplyBatch) {
+        let store = self.raft.mut_store();
+        let first = store.first_index();
+        if index < first || index > store.applied_index() {
+            return;
+        }
+        store.apply_state.truncated_state = Some(RaftTruncatedState { index, term });
+        let from = batch.compact.map_or(first, |(f, _)| f);
+        batch.compact = Some((from, index));
+    }
+
+    fn apply_request(&mut self, r: &Request, batch: &mut ApplyBatch) -> Result<Response> {
+        let mut out = Response {
+            cmd_type: r.cmd_type,
+            ..Default::default()
+        };
+        match r.cmd_type() {
+            CmdType::Put => {
+                let p = r.put.as_ref().ok_or_else(|| bad("Put without body"))?;
+                self.size_diff_hint += (p.key.len() + p.value.len()) as u64;
+                batch.wb.insert(keys::data_key(p.cf as u8, &p.key), p.value.as_slice());
+                batch.dirty = true;
+            }
+            CmdType::Delete => {
+                let d = r.delete.as_ref().ok_or_else(|| bad("Delete without body"))?;
+                self.size_diff_hint += d.key.len() as u64;
+                batch.wb.remove(keys::data_key(d.cf as u8, &d.key));
+                batch.dirty = true;
+            }
+            CmdType::Get => {
+                let g = r.get.as_ref().ok_or_else(|| bad("Get without body"))?;
+                if batch.dirty {
+                    self.commit_batch(batch)?;
+                }
+                let v = self.storage().engines.kv.get(keys::data_key(g.cf as u8, &g.key))?;
+                out.get = Some(GetResponse {
+                    found: v.is_some(),
+                    value: v.map(|v| v.to_vec()).unwrap_or_default(),
+                });
+            }
+            CmdType::Snap => {
+                let s = r.snap.as_ref().ok_or_else(|| bad("Snap without body"))?;
+                if batch.dirty {
+                    self.commit_batch(batch)?;
+                }
+                out.snap = Some(self.scan(s)?);
+            }
+            CmdType::Invalid => return Err(bad("invalid command type")),
+        }
+        Ok(out)
+    }
+
+    /// Reads `[start, end)` clipped to the region, with the region it was read from.
+    fn scan(&self, s: &crate::proto::raft_cmdpb::SnapRequest) -> Result<SnapResponse> {
+        let region = self.region().clone();
+        let end = if s.end_key.is_empty() || exceeds_end_key(&s.end_key, &region.end_key) {
+            region.end_key.clone()
+        } else {
+            s.end_key.clone()
+        };
+        let start = s.start_key.as_slice().max(region.start_key.as_slice());
+        let (lo, hi) = keys::data_range(s.cf as u8, start, &end);
+        let limit = if s.limit == 0 { usize::MAX } else { s.limit as usize };
+        let mut pairs = Vec::new();
+        for item in self.storage().engines.kv.range(lo..hi).take(limit) {
+            let (k, v) = item?;
+            pairs.push(KvPair {
+                key: keys::origin_key(&k).to_vec(),
+                value: v.to_vec(),
+            });
+        }
+        Ok(SnapResponse {
+            region: Some(region),
+            pairs,
+        })
+    }
+}
+
+fn bad(msg: &str) -> Error {
+    Error::Other(msg.to_string())
+}

@@ -1,0 +1,247 @@
+//! `Peer`: the pure, synchronous state machine of one region replica. It owns
+//! the raft-rs `RawNode`, the region meta and the pending proposals, and
+//! decides; it never sends a message, touches the network or reads a clock.
+//! Its outputs (messages, write batches to make durable, heartbeats) are
+//! collected for `PeerActor`, which carries them out.
+//!
+//! The operations live in files of their own: `propose` (commands in),
+//! `ready` (the Ready loop), `apply` (committed entries out).
+
+mod apply;
+mod propose;
+mod ready;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use protobuf::Message as _;
+use raft::eraftpb;
+use raft::{RawNode, StateRole};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::proto::metapb;
+use crate::proto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
+use crate::proto::raft_serverpb::RaftMessage;
+use crate::proto::schedulerpb::RegionHeartbeatRequest;
+use crate::storage::{Engines, PeerStorage, SnapManager};
+use crate::{PeerId, RegionId, StoreId};
+
+pub use ready::ReadyOutcome;
+
+/// Answers one command, exactly once.
+pub type Callback = oneshot::Sender<RaftCmdResponse>;
+
+/// A proposed command waiting for its entry to be applied.
+struct Proposal {
+    index: u64,
+    term: u64,
+    cb: Callback,
+}
+
+/// Builds an error response.
+pub fn error_response(e: Error) -> RaftCmdResponse {
+    RaftCmdResponse {
+        header: Some(RaftResponseHeader {
+            error: Some(e.into_region_error()),
+            current_term: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+pub struct Peer {
+    pub store_id: StoreId,
+    /// This replica's own id and store.
+    pub meta: metapb::Peer,
+    pub raft: RawNode<PeerStorage>,
+    cfg: Arc<Config>,
+    /// Proposals in index order; answered when applied or found stale.
+    proposals: VecDeque<Proposal>,
+    /// Every peer this replica has heard of, to address raft-rs messages.
+    peer_cache: HashMap<PeerId, metapb::Peer>,
+    /// Messages of Readies whose writes are not yet durable, by Ready number;
+    /// followers may only send them once the writes are fsynced.
+    unpersisted: VecDeque<(u64, Vec<eraftpb::Message>)>,
+    /// Messages ready to go to other stores.
+    outbox: Vec<RaftMessage>,
+    ticks: u64,
+    /// Bytes written to the region since its size was last checked.
+    pub size_diff_hint: u64,
+    pub approximate_size: Option<u64>,
+    /// Set when the leader must report its region at once (role or region change).
+    heartbeat_now: bool,
+}
+
+impl Peer {
+    pub fn new(
+        store_id: StoreId,
+        cfg: Arc<Config>,
+        engines: Engines,
+        snap_mgr: SnapManager,
+        region: metapb::Region,
+        meta: metapb::Peer,
+    ) -> Result<Peer> {
+        let storage = PeerStorage::new(engines, snap_mgr, store_id, region.clone())?;
+        let raft_cfg = raft::Config {
+            id: meta.id,
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied: storage.applied_index(),
+            max_size_per_msg: cfg.raft_max_size_per_msg,
+            max_inflight_msgs: cfg.raft_max_inflight_msgs,
+            // A leader cut off from a quorum steps down (thesis §6.2), and a
+            // rejoining peer cannot depose a healthy leader (pre-vote, §9.6).
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let raft = RawNode::new(&raft_cfg, storage, &crate::logging::raft_logger())?;
+        let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
+        Ok(Peer {
+            store_id,
+            meta,
+            raft,
+            cfg,
+            proposals: VecDeque::new(),
+            peer_cache,
+            unpersisted: VecDeque::new(),
+            outbox: Vec::new(),
+            ticks: 0,
+            size_diff_hint: 0,
+            approximate_size: None,
+            heartbeat_now: false,
+        })
+    }
+
+    pub fn region(&self) -> &metapb::Region {
+        &self.raft.store().region
+    }
+
+    pub fn region_id(&self) -> RegionId {
+        self.raft.store().region.id
+    }
+
+    pub fn storage(&self) -> &PeerStorage {
+        self.raft.store()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> PeerId {
+        self.raft.raft.leader_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.raft.term
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.storage().is_initialized()
+    }
+
+    /// The leader as a `metapb::Peer`, if known.
+    pub fn leader(&self) -> Option<metapb::Peer> {
+        self.peer_cache.get(&self.leader_id()).cloned()
+    }
+
+    pub fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id(),
+            leader: self.leader(),
+        }
+    }
+
+    pub fn take_outbox(&mut self) -> Vec<RaftMessage> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Steps a message from another replica into raft.
+    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
+        if let Some(from) = msg.from_peer.clone() {
+            self.peer_cache.insert(from.id, from);
+        }
+        let mut m = eraftpb::Message::default();
+        m.merge_from_bytes(&msg.message)?;
+        self.raft.step(m)?;
+        Ok(())
+    }
+
+    /// One base tick: drives raft's clocks and the periodic duties of a
+    /// leader. Returns a region heartbeat when one is due.
+    pub fn on_tick(&mut self) -> Option<RegionHeartbeatRequest> {
+        self.ticks += 1;
+        self.raft.tick();
+        if !self.is_leader() {
+            return None;
+        }
+        if self.ticks % self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval) == 0 {
+            self.maybe_propose_compact_log();
+        }
+        let hb = self.ticks % self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval) == 0;
+        if hb || std::mem::take(&mut self.heartbeat_now) {
+            return Some(self.heartbeat_request());
+        }
+        None
+    }
+
+    /// Takes a pending "report at once" request (after a role or region change).
+    pub fn take_heartbeat_now(&mut self) -> Option<RegionHeartbeatRequest> {
+        if self.is_leader() && std::mem::take(&mut self.heartbeat_now) {
+            Some(self.heartbeat_request())
+        } else {
+            None
+        }
+    }
+
+    /// The leader's view of its region for the scheduler.
+    pub fn heartbeat_request(&self) -> RegionHeartbeatRequest {
+        let truncated = self.storage().truncated_index();
+        let pending_peers = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| {
+                self.raft
+                    .raft
+                    .prs()
+                    .get(p.id)
+                    .is_some_and(|pr| pr.matched < truncated)
+            })
+            .cloned()
+            .collect();
+        RegionHeartbeatRequest {
+            region: Some(self.region().clone()),
+            leader: Some(self.meta.clone()),
+            pending_peers,
+            approximate_size: self.approximate_size.unwrap_or(0),
+            term: self.term(),
+        }
+    }
+
+    /// Answers every pending proposal with `e` (the peer is going away).
+    pub fn fail_all_proposals(&mut self, e: impl Fn() -> Error) {
+        for p in self.proposals.drain(..) {
+            let _ = p.cb.send(error_response(e()));
+        }
+    }
+
+    pub(crate) fn wrap_raft_message(&self, m: eraftpb::Message) -> Option<RaftMessage> {
+        let to = self.peer_cache.get(&m.to)?.clone();
+        let region = self.region();
+        Some(RaftMessage {
+            region_id: region.id,
+            from_peer: Some(self.meta.clone()),
+            to_peer: Some(to),
+            region_epoch: region.region_epoch.clone(),
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+            is_tombstone: false,
+            message: m.write_to_bytes().ok()?,
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! Commands in: checks a command against the region (leadership, epoch, key
+//! range) and proposes it to raft, remembering who to answer.
+
+use prost::Message as _;
+
+use super::{error_response, Callback, Peer, Proposal};
+use crate::error::{Error, Result};
+use crate::proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Request, TransferLeaderResponse,
+};
+use crate::region::{check_epoch, check_key_in_region, find_peer_by_id};
+
+/// Which epoch dimensions a command depends on: (conf_ver, version).
+pub(crate) fn epoch_checks(req: &RaftCmdRequest) -> (bool, bool) {
+    match req.admin_request.as_ref().map(|a| a.cmd_type()) {
+        None => (false, true),
+        Some(AdminCmdType::CompactLog) | Some(AdminCmdType::InvalidAdmin) => (false, false),
+        Some(AdminCmdType::ChangePeer) => (true, false),
+        Some(AdminCmdType::TransferLeader) | Some(AdminCmdType::Split) => (true, true),
+    }
+}
+
+/// The key a data request touches, if any.
+pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
+    match r.cmd_type() {
+        CmdType::Get => r.get.as_ref().map(|g| g.key.as_slice()),
+        CmdType::Put => r.put.as_ref().map(|p| p.key.as_slice()),
+        CmdType::Delete => r.delete.as_ref().map(|d| d.key.as_slice()),
+        CmdType::Snap => r.snap.as_ref().map(|s| s.start_key.as_slice()),
+        CmdType::Invalid => None,
+    }
+}
+
+impl Peer {
+    /// Checks that the command is for this region and still valid against its
+    /// epoch and range. Used both at propose time and at apply time.
+    pub(crate) fn check_command(&self, req: &RaftCmdRequest) -> Result<()> {
+        let region = self.region();
+        let header = req.header.clone().unwrap_or_default();
+        if header.region_id != region.id {
+            return Err(Error::RegionNotFound(header.region_id));
+        }
+        let (conf_ver, version) = epoch_checks(req);
+        if req.admin_request.is_none() || conf_ver || version {
+            check_epoch(header.region_epoch.as_ref(), region, conf_ver, version)?;
+        }
+        for r in &req.requests {
+            let key = request_key(r)
+                .ok_or_else(|| Error::Other(format!("malformed {:?} request", r.cmd_type())))?;
+            check_key_in_region(key, region)?;
+        }
+        Ok(())
+    }
+
+    /// Proposes a command from a client; `cb` is answered exactly once.
+    pub fn on_propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+        if !self.is_leader() {
+            let _ = cb.send(error_response(self.not_leader()));
+            return;
+        }
+        if let Err(e) = self.check_command(&req) {
+            let _ = cb.send(error_response(e));
+            return;
+        }
+        let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
+        let result = match admin {
+            Some(AdminCmdType::TransferLeader) => {
+                let resp = self.transfer_leader(&req);
+                let _ = cb.send(resp);
+                return;
+            }
+            Some(AdminCmdType::ChangePeer) | Some(AdminCmdType::Split) => Err(Error::Other(
+                "membership changes and splits are not available in this version".into(),
+            )),
+            _ => self.propose_normal(&req),
+        };
+        match result {
+            Ok((index, term)) => self.proposals.push_back(Proposal { index, term, cb }),
+            Err(e) => {
+                let _ = cb.send(error_response(e));
+            }
+        }
+    }
+
+    /// Proposes an entry; returns its (index, term) or why raft refused it.
+    fn propose_normal(&mut self, req: &RaftCmdRequest) -> Result<(u64, u64)> {
+        let index = self.raft.raft.raft_log.last_index() + 1;
+        let term = self.term();
+        self.raft.propose(vec![], req.encode_to_vec())?;
+        if self.raft.raft.raft_log.last_index() != index {
+            // raft-rs drops proposals while a leadership transfer is under way.
+            return Err(Error::Other("proposal dropped by raft (leader transfer in progress)".into()));
+        }
+        Ok((index, term))
+    }
+
+    /// TransferLeader is not replicated: the leader asks raft to hand over and
+    /// answers at once. The caller watches the leader change.
+    fn transfer_leader(&mut self, req: &RaftCmdRequest) -> RaftCmdResponse {
+        let target = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.transfer_leader.as_ref())
+            .and_then(|t| t.peer.clone());
+        let Some(target) = target else {
+            return error_response(Error::Other("TransferLeader without a target peer".into()));
+        };
+        if find_peer_by_id(self.region(), target.id).is_none() {
+            return error_response(Error::Other(format!(
+                "peer {} is not a member of region {}",
+                target.id,
+                self.region_id()
+            )));
+        }
+        if target.id != self.meta.id {
+            let truncated = self.storage().truncated_index();
+            let matched = self.raft.raft.prs().get(target.id).map_or(0, |p| p.matched);
+            if matched < truncated {
+                return error_response(Error::Other(format!(
+                    "peer {} is too far behind to lead (matched {matched}, log starts after {truncated})",
+                    target.id
+                )));
+            }
+            self.raft.transfer_leader(target.id);
+        }
+        RaftCmdResponse {
+            header: Some(RaftResponseHeader {
+                error: None,
+                current_term: self.term(),
+            }),
+            admin_response: Some(AdminResponse {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderResponse {}),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// On the leader's GC tick: compacts the log once it holds at least
+    /// `raft_log_gc_count_limit` applied entries.
+    pub(crate) fn maybe_propose_compact_log(&mut self) -> bool {
+        let storage = self.storage();
+        let applied = storage.applied_index();
+        let first = storage.first_index();
+        if applied < first || applied - first < self.cfg.raft_log_gc_count_limit {
+            return false;
+        }
+        let Ok(term) = raft::Storage::term(storage, applied) else {
+            return false;
+        };
+        let req = RaftCmdRequest {
+            header: Some(crate::proto::raft_cmdpb::RaftRequestHeader {
+                region_id: self.region_id(),
+                peer: Some(self.meta.clone()),
+                region_epoch: self.region().region_epoch.clone(),
+                term: self.term(),
+            }),
+            requests: vec![],
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: applied,
+                    compact_term: term,
+                }),
+                ..Default::default()
+            }),
+        };
+        self.propose_normal(&req).is_ok()
+    }
+}

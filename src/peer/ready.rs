@@ -1,0 +1,99 @@
+//! The Ready loop: persist, send, apply, advance (raft-rs's async-ready
+//! protocol). Writes go into sled at once, so raft can read them back, but
+//! only count as persisted when the store writer's flush covers them; follower
+//! messages wait for that, leader messages may go first (thesis §10.2.1).
+
+use raft::eraftpb;
+use raft::StateRole;
+use tracing::info;
+
+use super::Peer;
+use crate::error::Result;
+use crate::proto::metapb::Region;
+
+/// What the actor must do after one turn of the Ready loop.
+#[derive(Default, Debug)]
+pub struct ReadyOutcome {
+    /// Ask the store writer to make Ready `persist` durable, then call
+    /// [`Peer::on_persisted`] with it.
+    pub persist: Option<u64>,
+    /// The region's meta changed (a snapshot was applied): the store must
+    /// update its range map.
+    pub region_changed: Option<Region>,
+}
+
+impl Peer {
+    /// Handles one Ready if raft has one.
+    pub fn handle_ready(&mut self) -> Result<ReadyOutcome> {
+        let mut out = ReadyOutcome::default();
+        if !self.raft.has_ready() {
+            return Ok(out);
+        }
+        let mut rd = self.raft.ready();
+        if let Some(ss) = rd.ss() {
+            if ss.raft_state == StateRole::Leader {
+                info!(term = self.term(), "became leader");
+                self.heartbeat_now = true;
+            }
+        }
+        let msgs = rd.take_messages();
+        self.push_messages(msgs);
+
+        let applied_snap =
+            self.raft
+                .mut_store()
+                .save_ready(rd.snapshot(), rd.entries(), rd.hs())?;
+        if let Some(s) = applied_snap {
+            for p in &s.region.peers {
+                self.peer_cache.insert(p.id, p.clone());
+            }
+            out.region_changed = Some(s.region);
+        }
+
+        let number = rd.number();
+        let must_sync = rd.must_sync();
+        let persisted_msgs = rd.take_persisted_messages();
+        let committed = rd.take_committed_entries();
+        self.raft.advance_append_async(rd);
+        // Readies are persisted in order: one that needs no fsync still waits
+        // behind an earlier one that does.
+        if must_sync || !self.unpersisted.is_empty() {
+            self.unpersisted.push_back((number, persisted_msgs));
+            out.persist = Some(number);
+        } else {
+            self.raft.on_persist_ready(number);
+            self.push_messages(persisted_msgs);
+        }
+        self.apply_committed(committed)?;
+        self.advance_applied();
+        Ok(out)
+    }
+
+    /// The store writer reports Ready `number` (and all before it) durable.
+    pub fn on_persisted(&mut self, number: u64) {
+        while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
+            let (_, msgs) = self.unpersisted.pop_front().expect("front checked above");
+            self.push_messages(msgs);
+        }
+        self.raft.on_persist_ready(number);
+        self.advance_applied();
+    }
+
+    /// Tells raft how far the state machine has applied, once raft allows it
+    /// (a snapshot counts as applied only after it is persisted).
+    fn advance_applied(&mut self) {
+        let applied = self.storage().applied_index();
+        let log = &self.raft.raft.raft_log;
+        if applied > log.applied && applied <= log.committed.min(log.persisted) {
+            self.raft.advance_apply_to(applied);
+        }
+    }
+
+    fn push_messages(&mut self, msgs: Vec<eraftpb::Message>) {
+        for m in msgs {
+            if let Some(rm) = self.wrap_raft_message(m) {
+                self.outbox.push(rm);
+            }
+        }
+    }
+}

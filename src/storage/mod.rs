@@ -1,0 +1,16 @@
+//! Durable state of a store: the sled engines, each region's `PeerStorage`
+//! (raft-rs's view of the log) and snapshots.
+
+pub mod engine;
+pub mod peer_storage;
+pub mod snapshot;
+
+pub use engine::Engines;
+pub use peer_storage::PeerStorage;
+pub use snapshot::SnapManager;
+
+/// The log index and term every bootstrapped region starts at. A peer created
+/// from a message starts at 0 and can only be caught up by a snapshot, which is
+/// why the bootstrap index must be above 0 (TinyKV and TiKV use 5 too).
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+pub const RAFT_INIT_LOG_TERM: u64 = 5;

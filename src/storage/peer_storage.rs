@@ -1,0 +1,470 @@
+//! `PeerStorage`: one region's raft log, hard state and apply state over the
+//! store's sled engines, seen by raft-rs through [`raft::Storage`].
+//!
+//! Invariants (checked where they can break):
+//! - `truncated.index < first_index() <= last_index() + 1`: the log holds
+//!   exactly the entries `(truncated.index, last_index]`.
+//! - `truncated.index <= applied_index <= commit`.
+//! - Region state and apply state change together in one kv batch; log entries
+//!   and raft state change together in one raft batch.
+
+use std::cell::RefCell;
+use std::sync::mpsc;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::metapb::Region;
+use crate::proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState, SnapshotData,
+};
+use crate::storage::engine::{delete_data_range, get_msg, Engines};
+use crate::storage::snapshot::{self, SnapManager};
+use crate::storage::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+use crate::{RegionId, StoreId};
+
+/// Where snapshot generation for this region stands.
+enum SnapState {
+    Idle,
+    /// A generator thread is writing the file; its result arrives here.
+    Generating(mpsc::Receiver<Result<Snapshot>>),
+}
+
+/// What applying a received snapshot changed, for the peer to act on.
+pub struct AppliedSnapshot {
+    pub prev_region: Region,
+    pub region: Region,
+}
+
+pub struct PeerStorage {
+    pub engines: Engines,
+    snap_mgr: SnapManager,
+    store_id: StoreId,
+    /// The region as of `apply_state.applied_index`; no peers means the peer
+    /// is uninitialized (created from a message, waiting for a snapshot).
+    pub region: Region,
+    hard_state: HardState,
+    last_index: u64,
+    last_term: u64,
+    pub apply_state: RaftApplyState,
+    snap_state: RefCell<SnapState>,
+    /// The last snapshot generated, reused while it is recent enough.
+    last_snapshot: RefCell<Option<Snapshot>>,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+/// Writes the initial states of a region on a store at bootstrap: every peer of
+/// the first region starts with the same log position so no snapshot is needed.
+pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
+    let mut kv = sled::Batch::default();
+    let apply = RaftApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        truncated_state: Some(RaftTruncatedState {
+            index: RAFT_INIT_LOG_INDEX,
+            term: RAFT_INIT_LOG_TERM,
+        }),
+        commit_index: RAFT_INIT_LOG_INDEX,
+        commit_term: RAFT_INIT_LOG_TERM,
+    };
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+    };
+    kv.insert(keys::apply_state_key(region.id), apply.encode_to_vec());
+    kv.insert(keys::region_state_key(region.id), state.encode_to_vec());
+    engines.kv.apply_batch(kv)?;
+    let mut hs = HardState::default();
+    hs.term = RAFT_INIT_LOG_TERM;
+    hs.commit = RAFT_INIT_LOG_INDEX;
+    let raft_state = RaftLocalState {
+        hard_state: hs.write_to_bytes()?,
+        last_index: RAFT_INIT_LOG_INDEX,
+        last_term: RAFT_INIT_LOG_TERM,
+    };
+    engines
+        .raft
+        .insert(keys::raft_state_key(region.id), raft_state.encode_to_vec())?;
+    engines.flush()
+}
+
+impl PeerStorage {
+    /// Loads the states of `region` (an uninitialized region has none yet).
+    pub fn new(
+        engines: Engines,
+        snap_mgr: SnapManager,
+        store_id: StoreId,
+        region: Region,
+    ) -> Result<PeerStorage> {
+        let raft_state: RaftLocalState =
+            get_msg(&engines.raft, &keys::raft_state_key(region.id))?.unwrap_or_default();
+        let apply_state: RaftApplyState =
+            get_msg(&engines.kv, &keys::apply_state_key(region.id))?.unwrap_or_default();
+        let mut hard_state = HardState::default();
+        if !raft_state.hard_state.is_empty() {
+            hard_state.merge_from_bytes(&raft_state.hard_state)?;
+        }
+        if !region.peers.is_empty() && raft_state.last_index < apply_state.applied_index {
+            return Err(Error::Other(format!(
+                "region {} last index {} is behind applied index {}",
+                region.id, raft_state.last_index, apply_state.applied_index
+            )));
+        }
+        // The apply state records the commit point it saw; never restart with
+        // a hard state that forgets it (raft-rs refuses applied > commit).
+        if apply_state.commit_index > hard_state.commit {
+            hard_state.commit = apply_state.commit_index.min(raft_state.last_index);
+        }
+        Ok(PeerStorage {
+            engines,
+            snap_mgr,
+            store_id,
+            region,
+            hard_state,
+            last_index: raft_state.last_index,
+            last_term: raft_state.last_term,
+            apply_state,
+            snap_state: RefCell::new(SnapState::Idle),
+            last_snapshot: RefCell::new(None),
+        })
+    }
+
+    pub fn region_id(&self) -> RegionId {
+        self.region.id
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.apply_state.applied_index
+    }
+
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.index)
+    }
+
+    pub fn truncated_term(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.term)
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.truncated_index() + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    pub fn snap_manager(&self) -> &SnapManager {
+        &self.snap_mgr
+    }
+
+    fn conf_state(&self) -> ConfState {
+        let mut cs = ConfState::default();
+        cs.voters = self.region.peers.iter().map(|p| p.id).collect();
+        cs
+    }
+
+    fn raft_state(&self) -> Result<RaftLocalState> {
+        Ok(RaftLocalState {
+            hard_state: self.hard_state.write_to_bytes()?,
+            last_index: self.last_index,
+            last_term: self.last_term,
+        })
+    }
+
+    /// Writes the log part of a Ready into the raft tree in one atomic batch
+    /// (not yet durable: the store writer's flush makes it so). A snapshot, if
+    /// any, is applied first. Returns what the snapshot changed.
+    pub fn save_ready(
+        &mut self,
+        snapshot: &Snapshot,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<Option<AppliedSnapshot>> {
+        let mut raft_wb = sled::Batch::default();
+        let mut applied = None;
+        if !snapshot.is_empty() {
+            applied = Some(self.apply_snapshot(snapshot, &mut raft_wb)?);
+        }
+        if !entries.is_empty() {
+            self.append(entries, &mut raft_wb)?;
+        }
+        if let Some(hs) = hard_state {
+            self.hard_state = hs.clone();
+        }
+        raft_wb.insert(
+            keys::raft_state_key(self.region.id),
+            self.raft_state()?.encode_to_vec(),
+        );
+        self.engines.raft.apply_batch(raft_wb)?;
+        Ok(applied)
+    }
+
+    fn append(&mut self, entries: &[Entry], wb: &mut sled::Batch) -> Result<()> {
+        let region_id = self.region.id;
+        let first = entries[0].index;
+        let last = entries[entries.len() - 1].index;
+        if first > self.last_index + 1 {
+            panic!(
+                "region {region_id}: log gap, appending {first} after last index {}",
+                self.last_index
+            );
+        }
+        for e in entries {
+            wb.insert(keys::raft_log_key(region_id, e.index), e.write_to_bytes()?);
+        }
+        // Entries past the new last index belong to a deposed leader's term.
+        for idx in last + 1..=self.last_index {
+            wb.remove(keys::raft_log_key(region_id, idx));
+        }
+        self.last_index = last;
+        self.last_term = entries[entries.len() - 1].term;
+        Ok(())
+    }
+
+    /// Replaces the region's data, region state and apply state with a
+    /// received snapshot's, and resets the log to the snapshot's position.
+    fn apply_snapshot(&mut self, snap: &Snapshot, raft_wb: &mut sled::Batch) -> Result<AppliedSnapshot> {
+        let meta = snap.get_metadata();
+        let data = SnapshotData::decode(snap.data.as_ref())?;
+        let region = data
+            .region
+            .clone()
+            .ok_or_else(|| Error::Other("snapshot without region".into()))?;
+        let path = self.snap_mgr.path(&data.file_name)?;
+        let mut kv_wb = sled::Batch::default();
+        // Only this region's own ranges are cleared: an uninitialized peer has
+        // no range yet and must not touch any other region's data.
+        if self.is_initialized() {
+            delete_data_range(&self.engines.kv, &self.region.start_key, &self.region.end_key, &mut kv_wb)?;
+        }
+        delete_data_range(&self.engines.kv, &region.start_key, &region.end_key, &mut kv_wb)?;
+        snapshot::ingest(&path, &data, &mut kv_wb)?;
+        let apply_state = RaftApplyState {
+            applied_index: meta.index,
+            truncated_state: Some(RaftTruncatedState {
+                index: meta.index,
+                term: meta.term,
+            }),
+            commit_index: meta.index,
+            commit_term: meta.term,
+        };
+        let state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region.clone()),
+        };
+        kv_wb.insert(keys::apply_state_key(region.id), apply_state.encode_to_vec());
+        kv_wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
+        self.engines.kv.apply_batch(kv_wb)?;
+
+        for idx in self.first_index()..=self.last_index {
+            raft_wb.remove(keys::raft_log_key(region.id, idx));
+        }
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.apply_state = apply_state;
+        let prev_region = std::mem::replace(&mut self.region, region.clone());
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!(file = %path.display(), error = %e, "cannot remove applied snapshot file");
+        }
+        info!(index = meta.index, term = meta.term, keys = data.key_count, "snapshot applied");
+        Ok(AppliedSnapshot { prev_region, region })
+    }
+
+    /// Deletes log entries up to and including `compact_index`, after the
+    /// apply state recording the truncation has been written.
+    pub fn compact_log_to(&mut self, from: u64, compact_index: u64) -> Result<()> {
+        let mut wb = sled::Batch::default();
+        for idx in from..=compact_index {
+            wb.remove(keys::raft_log_key(self.region.id, idx));
+        }
+        self.engines.raft.apply_batch(wb)?;
+        Ok(())
+    }
+
+    /// Deletes everything this peer stored: log, raft state, apply state, and
+    /// the data of its range if it was initialized. Leaves a tombstone region
+    /// state with the last known region so stale messages are recognised.
+    pub fn destroy(&mut self, tombstone: Region) -> Result<()> {
+        let region_id = self.region.id;
+        let mut kv_wb = sled::Batch::default();
+        if self.is_initialized() {
+            delete_data_range(&self.engines.kv, &self.region.start_key, &self.region.end_key, &mut kv_wb)?;
+        }
+        kv_wb.remove(keys::apply_state_key(region_id));
+        let state = RegionLocalState {
+            state: PeerState::Tombstone as i32,
+            region: Some(tombstone),
+        };
+        kv_wb.insert(keys::region_state_key(region_id), state.encode_to_vec());
+        self.engines.kv.apply_batch(kv_wb)?;
+        let mut raft_wb = sled::Batch::default();
+        let lo = keys::raft_log_key(region_id, 0);
+        let hi = keys::raft_log_key(region_id, u64::MAX);
+        for item in self.engines.raft.range(lo..=hi) {
+            raft_wb.remove(item?.0);
+        }
+        raft_wb.remove(keys::raft_state_key(region_id));
+        self.engines.raft.apply_batch(raft_wb)?;
+        Ok(())
+    }
+
+    fn read_entry(&self, idx: u64) -> raft::Result<Entry> {
+        let v = self
+            .engines
+            .raft
+            .get(keys::raft_log_key(self.region.id, idx))
+            .map_err(storage_err)?
+            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let mut e = Entry::default();
+        e.merge_from_bytes(&v).map_err(storage_err)?;
+        Ok(e)
+    }
+
+    /// Starts generating a snapshot on a thread of its own.
+    fn start_generating(&self) -> raft::Result<()> {
+        let term = self.term_of_applied()?;
+        let (tx, rx) = mpsc::channel();
+        let engines = self.engines.clone();
+        let mgr = self.snap_mgr.clone();
+        let store_id = self.store_id;
+        let region = self.region.clone();
+        let apply_state = self.apply_state.clone();
+        std::thread::Builder::new()
+            .name(format!("snap-gen-{}", region.id))
+            .spawn(move || {
+                let _ = tx.send(snapshot::generate(&engines, &mgr, store_id, region, apply_state, term));
+            })
+            .map_err(storage_err)?;
+        *self.snap_state.borrow_mut() = SnapState::Generating(rx);
+        Ok(())
+    }
+
+    fn term_of_applied(&self) -> raft::Result<u64> {
+        raft::Storage::term(self, self.apply_state.applied_index)
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            panic!(
+                "region {}: entries [{low}, {high}) out of bound, last index {}",
+                self.region.id, self.last_index
+            );
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let lo = keys::raft_log_key(self.region.id, low);
+        let hi = keys::raft_log_key(self.region.id, high);
+        for item in self.engines.raft.range(lo..hi) {
+            let (_, v) = item.map_err(storage_err)?;
+            let mut e = Entry::default();
+            e.merge_from_bytes(&v).map_err(storage_err)?;
+            if e.index != low + out.len() as u64 {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            size += v.len() as u64;
+            // At least one entry is returned, whatever its size.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index() {
+            return Ok(self.truncated_term());
+        }
+        if idx < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.read_entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(PeerStorage::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A cached snapshot serves while it is not older than the log start
+        // (a follower needs entries right after it) nor the request.
+        if let Some(s) = self.last_snapshot.borrow().as_ref() {
+            let idx = s.get_metadata().index;
+            if idx >= self.truncated_index() && idx >= request_index {
+                return Ok(s.clone());
+            }
+        }
+        let mut ready = None;
+        if let SnapState::Generating(rx) = &*self.snap_state.borrow() {
+            match rx.try_recv() {
+                Ok(res) => ready = Some(res),
+                Err(mpsc::TryRecvError::Empty) => {
+                    return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+                }
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    ready = Some(Err(Error::Other("snapshot generator died".into())))
+                }
+            }
+        }
+        *self.snap_state.borrow_mut() = SnapState::Idle;
+        match ready {
+            Some(Ok(s)) => {
+                let idx = s.get_metadata().index;
+                if idx >= self.truncated_index() && idx >= request_index {
+                    *self.last_snapshot.borrow_mut() = Some(s.clone());
+                    return Ok(s);
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "snapshot generation failed, retrying"),
+            None => {}
+        }
+        self.start_generating()?;
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
