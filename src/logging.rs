@@ -11,8 +11,8 @@ pub fn raft_logger() -> slog::Logger {
 /// Installs a subscriber reading `RUST_LOG` (default `info` for Tessel,
 /// `warn` for raft-rs). Safe to call more than once.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,tessel=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,tessel=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -11,8 +11,8 @@ use super::{error_response, Peer};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::raft_cmdpb::{
-    AdminCmdType, AdminResponse, CmdType, CompactLogResponse, GetResponse, KvPair,
-    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
+    AdminCmdType, AdminResponse, CmdType, CompactLogResponse, GetResponse, KvPair, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
 };
 use crate::proto::raft_serverpb::RaftTruncatedState;
 use crate::region::exceeds_end_key;
@@ -57,7 +57,10 @@ impl Peer {
                     }
                 },
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    warn!(index = e.index, "conf change entries are not applied by this version");
+                    warn!(
+                        index = e.index,
+                        "conf change entries are not applied by this version"
+                    );
                     None
                 }
             };
@@ -172,11 +175,16 @@ impl Peer {
             CmdType::Put => {
                 let p = r.put.as_ref().ok_or_else(|| bad("Put without body"))?;
                 self.size_diff_hint += (p.key.len() + p.value.len()) as u64;
-                batch.wb.insert(keys::data_key(p.cf as u8, &p.key), p.value.as_slice());
+                batch
+                    .wb
+                    .insert(keys::data_key(p.cf as u8, &p.key), p.value.as_slice());
                 batch.dirty = true;
             }
             CmdType::Delete => {
-                let d = r.delete.as_ref().ok_or_else(|| bad("Delete without body"))?;
+                let d = r
+                    .delete
+                    .as_ref()
+                    .ok_or_else(|| bad("Delete without body"))?;
                 self.size_diff_hint += d.key.len() as u64;
                 batch.wb.remove(keys::data_key(d.cf as u8, &d.key));
                 batch.dirty = true;
@@ -186,7 +194,11 @@ impl Peer {
                 if batch.dirty {
                     self.commit_batch(batch)?;
                 }
-                let v = self.storage().engines.kv.get(keys::data_key(g.cf as u8, &g.key))?;
+                let v = self
+                    .storage()
+                    .engines
+                    .kv
+                    .get(keys::data_key(g.cf as u8, &g.key))?;
                 out.get = Some(GetResponse {
                     found: v.is_some(),
                     value: v.map(|v| v.to_vec()).unwrap_or_default(),
@@ -214,7 +226,11 @@ impl Peer {
         };
         let start = s.start_key.as_slice().max(region.start_key.as_slice());
         let (lo, hi) = keys::data_range(s.cf as u8, start, &end);
-        let limit = if s.limit == 0 { usize::MAX } else { s.limit as usize };
+        let limit = if s.limit == 0 {
+            usize::MAX
+        } else {
+            s.limit as usize
+        };
         let mut pairs = Vec::new();
         for item in self.storage().engines.kv.range(lo..hi).take(limit) {
             let (k, v) = item?;

@@ -241,6 +241,7 @@ impl Peer {
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
             is_tombstone: false,
+            msg_type: m.get_msg_type() as i32,
             message: m.write_to_bytes().ok()?,
         })
     }

@@ -90,7 +90,9 @@ impl Peer {
         self.raft.propose(vec![], req.encode_to_vec())?;
         if self.raft.raft.raft_log.last_index() != index {
             // raft-rs drops proposals while a leadership transfer is under way.
-            return Err(Error::Other("proposal dropped by raft (leader transfer in progress)".into()));
+            return Err(Error::Other(
+                "proposal dropped by raft (leader transfer in progress)".into(),
+            ));
         }
         Ok((index, term))
     }

@@ -240,7 +240,11 @@ impl PeerStorage {
 
     /// Replaces the region's data, region state and apply state with a
     /// received snapshot's, and resets the log to the snapshot's position.
-    fn apply_snapshot(&mut self, snap: &Snapshot, raft_wb: &mut sled::Batch) -> Result<AppliedSnapshot> {
+    fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        raft_wb: &mut sled::Batch,
+    ) -> Result<AppliedSnapshot> {
         let meta = snap.get_metadata();
         let data = SnapshotData::decode(snap.data.as_ref())?;
         let region = data
@@ -252,9 +256,19 @@ impl PeerStorage {
         // Only this region's own ranges are cleared: an uninitialized peer has
         // no range yet and must not touch any other region's data.
         if self.is_initialized() {
-            delete_data_range(&self.engines.kv, &self.region.start_key, &self.region.end_key, &mut kv_wb)?;
+            delete_data_range(
+                &self.engines.kv,
+                &self.region.start_key,
+                &self.region.end_key,
+                &mut kv_wb,
+            )?;
         }
-        delete_data_range(&self.engines.kv, &region.start_key, &region.end_key, &mut kv_wb)?;
+        delete_data_range(
+            &self.engines.kv,
+            &region.start_key,
+            &region.end_key,
+            &mut kv_wb,
+        )?;
         snapshot::ingest(&path, &data, &mut kv_wb)?;
         let apply_state = RaftApplyState {
             applied_index: meta.index,
@@ -269,7 +283,10 @@ impl PeerStorage {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
         };
-        kv_wb.insert(keys::apply_state_key(region.id), apply_state.encode_to_vec());
+        kv_wb.insert(
+            keys::apply_state_key(region.id),
+            apply_state.encode_to_vec(),
+        );
         kv_wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
         self.engines.kv.apply_batch(kv_wb)?;
 
@@ -283,8 +300,16 @@ impl PeerStorage {
         if let Err(e) = std::fs::remove_file(&path) {
             warn!(file = %path.display(), error = %e, "cannot remove applied snapshot file");
         }
-        info!(index = meta.index, term = meta.term, keys = data.key_count, "snapshot applied");
-        Ok(AppliedSnapshot { prev_region, region })
+        info!(
+            index = meta.index,
+            term = meta.term,
+            keys = data.key_count,
+            "snapshot applied"
+        );
+        Ok(AppliedSnapshot {
+            prev_region,
+            region,
+        })
     }
 
     /// Deletes log entries up to and including `compact_index`, after the
@@ -305,7 +330,12 @@ impl PeerStorage {
         let region_id = self.region.id;
         let mut kv_wb = sled::Batch::default();
         if self.is_initialized() {
-            delete_data_range(&self.engines.kv, &self.region.start_key, &self.region.end_key, &mut kv_wb)?;
+            delete_data_range(
+                &self.engines.kv,
+                &self.region.start_key,
+                &self.region.end_key,
+                &mut kv_wb,
+            )?;
         }
         kv_wb.remove(keys::apply_state_key(region_id));
         let state = RegionLocalState {
@@ -349,7 +379,14 @@ impl PeerStorage {
         std::thread::Builder::new()
             .name(format!("snap-gen-{}", region.id))
             .spawn(move || {
-                let _ = tx.send(snapshot::generate(&engines, &mgr, store_id, region, apply_state, term));
+                let _ = tx.send(snapshot::generate(
+                    &engines,
+                    &mgr,
+                    store_id,
+                    region,
+                    apply_state,
+                    term,
+                ));
             })
             .map_err(storage_err)?;
         *self.snap_state.borrow_mut() = SnapState::Generating(rx);
@@ -445,7 +482,9 @@ impl raft::Storage for PeerStorage {
             match rx.try_recv() {
                 Ok(res) => ready = Some(res),
                 Err(mpsc::TryRecvError::Empty) => {
-                    return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+                    return Err(raft::Error::Store(
+                        StorageError::SnapshotTemporarilyUnavailable,
+                    ))
                 }
                 Err(mpsc::TryRecvError::Disconnected) => {
                     ready = Some(Err(Error::Other("snapshot generator died".into())))
@@ -465,6 +504,8 @@ impl raft::Storage for PeerStorage {
             None => {}
         }
         self.start_generating()?;
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }

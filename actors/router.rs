@@ -1,0 +1,94 @@
+//! `Router`: the cheap, cloneable handle that finds a region's peer actor on
+//! this store. The region map behind it is written only by the `StoreActor`
+//! (its owner) and read by everyone else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use parking_lot::RwLock;
+
+use super::msg::{Propose, SnapshotReport, StepRaft};
+use super::peer_actor::PeerActor;
+use super::store_actor::StoreActor;
+use crate::error::Error;
+use crate::peer::{error_response, Callback};
+use crate::proto::raft_cmdpb::RaftCmdRequest;
+use crate::proto::raft_serverpb::RaftMessage;
+use crate::{RegionId, StoreId};
+
+#[derive(Clone)]
+pub struct Router {
+    store_id: StoreId,
+    peers: Arc<RwLock<HashMap<RegionId, Addr<PeerActor>>>>,
+    store: Addr<StoreActor>,
+}
+
+impl Router {
+    pub fn new(store_id: StoreId, store: Addr<StoreActor>) -> Router {
+        Router {
+            store_id,
+            peers: Arc::default(),
+            store,
+        }
+    }
+
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    pub fn store(&self) -> &Addr<StoreActor> {
+        &self.store
+    }
+
+    pub fn peer(&self, region_id: RegionId) -> Option<Addr<PeerActor>> {
+        self.peers.read().get(&region_id).cloned()
+    }
+
+    /// Delivers a raft message to its peer, or to the store when there is none
+    /// (the store may create the peer).
+    pub fn send_raft_message(&self, msg: RaftMessage) {
+        match self.peer(msg.region_id) {
+            Some(addr) if addr.connected() => addr.do_send(StepRaft(msg)),
+            _ => self.store.do_send(StepRaft(msg)),
+        }
+    }
+
+    /// Tells the peer that sent snapshot `msg` how sending it ended.
+    pub fn report_snapshot(&self, msg: &RaftMessage, finished: bool) {
+        if let (Some(addr), Some(to)) = (self.peer(msg.region_id), msg.to_peer.as_ref()) {
+            addr.do_send(SnapshotReport {
+                to_peer: to.id,
+                finished,
+            });
+        }
+    }
+
+    /// Hands a command to its region's peer; answers RegionNotFound if this
+    /// store has none.
+    pub fn send_command(&self, request: RaftCmdRequest, cb: Callback) {
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        match self.peer(region_id) {
+            Some(addr) => {
+                // A stopped actor hands the message back: answer it here.
+                if let Err(SendError::Closed(p) | SendError::Full(p)) =
+                    addr.try_send(Propose { request, cb })
+                {
+                    let _ = p.cb.send(error_response(Error::RegionNotFound(region_id)));
+                }
+            }
+            None => {
+                let _ = cb.send(error_response(Error::RegionNotFound(region_id)));
+            }
+        }
+    }
+
+    /// Only the store actor registers and unregisters peers.
+    pub(crate) fn register(&self, region_id: RegionId, addr: Addr<PeerActor>) {
+        self.peers.write().insert(region_id, addr);
+    }
+
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        self.peers.read().keys().copied().collect()
+    }
+}

@@ -1,0 +1,355 @@
+//! The scheduler's logic, pure and synchronous: id allocation, the store
+//! table, the latest region per range (by epoch) learned from heartbeats, and
+//! operators re-sent with every heartbeat until the region shows them done.
+//! The in-process client and, later, the networked service wrap this.
+
+pub mod client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use tracing::{debug, warn};
+
+use crate::proto::metapb::{Peer, Region, Store};
+use crate::proto::schedulerpb::{
+    AskSplitResponse, Operator, OperatorKind, RegionHeartbeatRequest, RegionHeartbeatResponse,
+    StoreStats,
+};
+use crate::region::{epoch, is_epoch_stale, key_in_region, ranges_overlap};
+use crate::{RegionId, StoreId};
+
+pub use client::{LocalSchedulerClient, SchedulerClient};
+
+/// What the scheduler knows of one region.
+#[derive(Clone, Debug, Default)]
+pub struct RegionInfo {
+    pub region: Region,
+    pub leader: Option<Peer>,
+    pub pending_peers: Vec<Peer>,
+    pub approximate_size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("region {region_id} heartbeat carries a stale epoch")]
+    StaleRegion { region_id: RegionId },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// End keys ordered with "" as +infinity.
+fn range_key(end_key: &[u8]) -> Vec<u8> {
+    if end_key.is_empty() {
+        vec![1]
+    } else {
+        let mut k = Vec::with_capacity(end_key.len() + 1);
+        k.push(0);
+        k.extend_from_slice(end_key);
+        k
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    next_id: u64,
+    stores: BTreeMap<StoreId, (Store, StoreStats)>,
+    regions: HashMap<RegionId, RegionInfo>,
+    /// End key of every region -> region id; regions never overlap here.
+    ranges: BTreeMap<Vec<u8>, RegionId>,
+    operators: HashMap<RegionId, Operator>,
+    /// Heartbeats where conf_ver jumped by more than one change.
+    conf_ver_violations: u64,
+}
+
+impl Scheduler {
+    /// A scheduler whose first allocated id is `first_id`.
+    pub fn new(first_id: u64) -> Scheduler {
+        Scheduler {
+            next_id: first_id,
+            ..Default::default()
+        }
+    }
+
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub fn put_store(&mut self, store: Store) {
+        let id = store.id;
+        let stats = StoreStats {
+            store_id: id,
+            ..Default::default()
+        };
+        self.stores.insert(id, (store, stats));
+    }
+
+    pub fn stores(&self) -> Vec<(Store, StoreStats)> {
+        self.stores.values().cloned().collect()
+    }
+
+    pub fn store_heartbeat(&mut self, stats: StoreStats) {
+        let entry = self.stores.entry(stats.store_id).or_insert_with(|| {
+            (
+                Store {
+                    id: stats.store_id,
+                    address: String::new(),
+                },
+                StoreStats::default(),
+            )
+        });
+        entry.1 = stats;
+    }
+
+    /// Records the first region of a new cluster.
+    pub fn bootstrap(&mut self, region: Region) {
+        self.insert_region(RegionInfo {
+            region,
+            ..Default::default()
+        });
+    }
+
+    pub fn conf_ver_violations(&self) -> u64 {
+        self.conf_ver_violations
+    }
+
+    fn insert_region(&mut self, info: RegionInfo) {
+        if let Some(old) = self.regions.get(&info.region.id) {
+            let old_end = range_key(&old.region.end_key);
+            if self.ranges.get(&old_end) == Some(&info.region.id) {
+                self.ranges.remove(&old_end);
+            }
+        }
+        // Regions whose range the new one covers are older: drop them.
+        let overlapped: Vec<RegionId> = self
+            .regions
+            .values()
+            .filter(|r| {
+                r.region.id != info.region.id
+                    && ranges_overlap(
+                        &r.region.start_key,
+                        &r.region.end_key,
+                        &info.region.start_key,
+                        &info.region.end_key,
+                    )
+            })
+            .map(|r| r.region.id)
+            .collect();
+        for id in overlapped {
+            if let Some(r) = self.regions.remove(&id) {
+                let k = range_key(&r.region.end_key);
+                if self.ranges.get(&k) == Some(&id) {
+                    self.ranges.remove(&k);
+                }
+            }
+        }
+        self.ranges
+            .insert(range_key(&info.region.end_key), info.region.id);
+        self.regions.insert(info.region.id, info);
+    }
+
+    /// Learns a leader's view of its region. Stale views (older epoch than
+    /// what is known for the region or for any region overlapping it) are
+    /// refused. Returns the operator pending for the region, if any.
+    pub fn region_heartbeat(
+        &mut self,
+        req: RegionHeartbeatRequest,
+    ) -> Result<Option<RegionHeartbeatResponse>, SchedulerError> {
+        let region = req
+            .region
+            .ok_or_else(|| SchedulerError::Invalid("heartbeat without region".into()))?;
+        let new_epoch = epoch(&region);
+        if let Some(old) = self.regions.get(&region.id) {
+            let old_epoch = epoch(&old.region);
+            if is_epoch_stale(&new_epoch, &old_epoch) {
+                return Err(SchedulerError::StaleRegion {
+                    region_id: region.id,
+                });
+            }
+            if new_epoch.version == old_epoch.version && new_epoch.conf_ver > old_epoch.conf_ver + 1
+            {
+                self.conf_ver_violations += 1;
+                warn!(
+                    region_id = region.id,
+                    from = old_epoch.conf_ver,
+                    to = new_epoch.conf_ver,
+                    "conf_ver moved by more than one change between heartbeats"
+                );
+            }
+        }
+        for other in self.regions.values() {
+            if other.region.id != region.id
+                && ranges_overlap(
+                    &other.region.start_key,
+                    &other.region.end_key,
+                    &region.start_key,
+                    &region.end_key,
+                )
+                && epoch(&other.region).version > new_epoch.version
+            {
+                return Err(SchedulerError::StaleRegion {
+                    region_id: region.id,
+                });
+            }
+        }
+        let region_id = region.id;
+        self.insert_region(RegionInfo {
+            region,
+            leader: req.leader,
+            pending_peers: req.pending_peers,
+            approximate_size: req.approximate_size,
+        });
+        Ok(self.pending_operator(region_id))
+    }
+
+    /// Schedules an operator for a region, replacing any earlier one.
+    pub fn add_operator(&mut self, region_id: RegionId, op: Operator) {
+        debug!(region_id, ?op, "operator added");
+        self.operators.insert(region_id, op);
+    }
+
+    pub fn operator(&self, region_id: RegionId) -> Option<&Operator> {
+        self.operators.get(&region_id)
+    }
+
+    /// The operator still to do for the region, dropping it once done.
+    fn pending_operator(&mut self, region_id: RegionId) -> Option<RegionHeartbeatResponse> {
+        let info = self.regions.get(&region_id)?;
+        let op = self.operators.get(&region_id)?.clone();
+        let target = op.peer.clone().unwrap_or_default();
+        let member = info.region.peers.iter().any(|p| p.id == target.id);
+        let done = match op.kind() {
+            OperatorKind::AddPeer => {
+                member && !info.pending_peers.iter().any(|p| p.id == target.id)
+            }
+            OperatorKind::RemovePeer => !member,
+            OperatorKind::TransferLeader => info.leader.as_ref().is_some_and(|l| l.id == target.id),
+            OperatorKind::Split => {
+                !op.split_key.is_empty() && !key_in_region(&op.split_key, &info.region)
+                    || info.region.start_key == op.split_key
+            }
+            OperatorKind::None => true,
+        };
+        if done {
+            self.operators.remove(&region_id);
+            return None;
+        }
+        Some(RegionHeartbeatResponse {
+            region_id,
+            region_epoch: info.region.region_epoch.clone(),
+            target_peer: info.leader.clone(),
+            operator: Some(op),
+        })
+    }
+
+    /// The region holding `key`, as last reported.
+    pub fn get_region(&self, key: &[u8]) -> Option<RegionInfo> {
+        let mut lookup = vec![0];
+        lookup.extend_from_slice(key);
+        let (_, id) = self
+            .ranges
+            .range((Bound::Excluded(lookup), Bound::Unbounded))
+            .next()?;
+        let info = self.regions.get(id)?;
+        key_in_region(key, &info.region).then(|| info.clone())
+    }
+
+    pub fn get_region_by_id(&self, region_id: RegionId) -> Option<RegionInfo> {
+        self.regions.get(&region_id).cloned()
+    }
+
+    /// Every known region in key order.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        self.ranges
+            .values()
+            .filter_map(|id| self.regions.get(id).cloned())
+            .collect()
+    }
+
+    /// Ids for splitting `region`: a new region id and one peer id per peer.
+    pub fn ask_split(&mut self, region: &Region) -> AskSplitResponse {
+        let new_region_id = self.alloc_id();
+        let new_peer_ids = region.peers.iter().map(|_| self.alloc_id()).collect();
+        AskSplitResponse {
+            new_region_id,
+            new_peer_ids,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::metapb::RegionEpoch;
+
+    fn region(id: u64, start: &[u8], end: &[u8], conf_ver: u64, version: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch { conf_ver, version }),
+            peers: vec![Peer { id: 1, store_id: 1 }],
+        }
+    }
+
+    fn hb(r: Region) -> RegionHeartbeatRequest {
+        RegionHeartbeatRequest {
+            region: Some(r),
+            leader: Some(Peer { id: 1, store_id: 1 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_latest_region_per_range() {
+        let mut s = Scheduler::new(10);
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        assert_eq!(s.get_region(b"k").unwrap().region.id, 1);
+        s.region_heartbeat(hb(region(1, b"", b"m", 1, 2))).unwrap();
+        s.region_heartbeat(hb(region(2, b"m", b"", 1, 2))).unwrap();
+        assert_eq!(s.get_region(b"a").unwrap().region.id, 1);
+        assert_eq!(s.get_region(b"m").unwrap().region.id, 2);
+        assert_eq!(s.get_region(b"zzz").unwrap().region.id, 2);
+        // A stale view of region 1 covering everything is refused.
+        assert!(s.region_heartbeat(hb(region(1, b"", b"", 1, 1))).is_err());
+        assert_eq!(s.regions().len(), 2);
+    }
+
+    #[test]
+    fn operators_are_resent_until_done() {
+        let mut s = Scheduler::new(10);
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        let target = Peer { id: 1, store_id: 1 };
+        s.add_operator(
+            1,
+            Operator {
+                kind: OperatorKind::RemovePeer as i32,
+                peer: Some(target),
+                split_key: vec![],
+            },
+        );
+        assert!(s
+            .region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+            .unwrap()
+            .is_some());
+        assert!(s
+            .region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+            .unwrap()
+            .is_some());
+        let mut gone = region(1, b"", b"", 2, 1);
+        gone.peers.clear();
+        assert!(s.region_heartbeat(hb(gone)).unwrap().is_none());
+        assert!(s.operator(1).is_none());
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let mut s = Scheduler::new(6);
+        let r = region(1, b"", b"", 1, 1);
+        let split = s.ask_split(&r);
+        assert_eq!(split.new_region_id, 6);
+        assert_eq!(split.new_peer_ids, vec![7]);
+        assert_eq!(s.alloc_id(), 8);
+    }
+}

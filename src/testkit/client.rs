@@ -1,0 +1,265 @@
+//! The cluster's client helpers: route a command to the leader of the region
+//! holding a key, follow NotLeader hints, retry on EpochNotMatch,
+//! StaleCommand or silence, re-resolve on KeyNotInRegion / RegionNotFound,
+//! and scan region by region.
+
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+
+use super::Cluster;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::metapb::{Peer, Region};
+use crate::proto::raft_cmdpb::{
+    CmdType, ColumnFamily, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftCmdResponse,
+    RaftRequestHeader, Request, SnapRequest,
+};
+use crate::region::exceeds_end_key;
+use crate::StoreId;
+
+/// How long one helper call keeps retrying before it gives up.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one attempt waits for an answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+fn cf_of(cf: u8) -> i32 {
+    match cf {
+        keys::CF_LOCK => ColumnFamily::Lock as i32,
+        keys::CF_WRITE => ColumnFamily::Write as i32,
+        _ => ColumnFamily::Default as i32,
+    }
+}
+
+fn header(region: &Region, peer: &Peer) -> RaftRequestHeader {
+    RaftRequestHeader {
+        region_id: region.id,
+        peer: Some(peer.clone()),
+        region_epoch: region.region_epoch.clone(),
+        term: 0,
+    }
+}
+
+impl Cluster {
+    /// Sends one command to the store of `request.header.peer` (or, without
+    /// one, to the region's cached or reported leader) and returns the raw
+    /// answer, region errors included.
+    pub async fn call_command(
+        &self,
+        request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<RaftCmdResponse> {
+        let h = request.header.clone().unwrap_or_default();
+        let store_id = match h.peer {
+            Some(p) if p.store_id != 0 => p.store_id,
+            _ => {
+                let cached = self.inner.leaders.lock().get(&h.region_id).cloned();
+                let leader = match cached {
+                    Some(l) => Some(l),
+                    None => self.leader_of_region(h.region_id).await,
+                };
+                leader.ok_or(Error::RegionNotFound(h.region_id))?.store_id
+            }
+        };
+        self.call_store(store_id, request, timeout).await
+    }
+
+    /// Sends one command to one store's peer of the region.
+    pub async fn call_store(
+        &self,
+        store_id: StoreId,
+        request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<RaftCmdResponse> {
+        let router = self
+            .router(store_id)
+            .ok_or_else(|| Error::Other(format!("store {store_id} is not running")))?;
+        let (tx, rx) = oneshot::channel();
+        router.send_command(request, tx);
+        match actix_rt::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(Error::Other(format!(
+                "store {store_id} dropped the command"
+            ))),
+            Err(_) => Err(Error::Timeout(format!("no answer from store {store_id}"))),
+        }
+    }
+
+    /// Runs `requests` against the region holding `key` until it succeeds;
+    /// returns the answer and the region it was served by.
+    pub async fn request(
+        &self,
+        key: &[u8],
+        requests: Vec<Request>,
+    ) -> Result<(RaftCmdResponse, Region)> {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let mut attempt = 0usize;
+        let mut last_err = String::new();
+        while Instant::now() < deadline {
+            attempt += 1;
+            let Some(info) = self.get_region_info(key, Duration::from_secs(2)).await else {
+                last_err = "no region".into();
+                continue;
+            };
+            let region = info.region;
+            if region.peers.is_empty() {
+                actix_rt::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            let cached = self.inner.leaders.lock().get(&region.id).cloned();
+            let leader = cached
+                .filter(|l| region.peers.iter().any(|p| p.id == l.id))
+                .or(info.leader.filter(|_| attempt == 1))
+                .unwrap_or_else(|| region.peers[attempt % region.peers.len()].clone());
+            let req = RaftCmdRequest {
+                header: Some(header(&region, &leader)),
+                requests: requests.clone(),
+                admin_request: None,
+            };
+            let resp = match self.call_store(leader.store_id, req, ATTEMPT_TIMEOUT).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_err = e.to_string();
+                    self.inner.leaders.lock().remove(&region.id);
+                    let next = region.peers[attempt % region.peers.len()].clone();
+                    self.inner.leaders.lock().insert(region.id, next);
+                    continue;
+                }
+            };
+            let Some(err) = resp.header.as_ref().and_then(|h| h.error.clone()) else {
+                self.inner.leaders.lock().insert(region.id, leader);
+                return Ok((resp, region));
+            };
+            last_err = err.message.clone();
+            match err.not_leader.and_then(|nl| nl.leader) {
+                Some(hint) if hint.id != leader.id => {
+                    self.inner.leaders.lock().insert(region.id, hint);
+                    continue;
+                }
+                _ => {
+                    let next = region.peers[attempt % region.peers.len()].clone();
+                    self.inner.leaders.lock().insert(region.id, next);
+                }
+            }
+            actix_rt::time::sleep(RETRY_PAUSE).await;
+        }
+        Err(Error::Timeout(format!(
+            "request for key {:?} failed for {REQUEST_DEADLINE:?}: {last_err}",
+            String::from_utf8_lossy(key)
+        )))
+    }
+
+    pub async fn put_cf(&self, cf: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        let r = Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: cf_of(cf),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        };
+        self.request(key, vec![r]).await.map(|_| ())
+    }
+
+    pub async fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.must_put_cf(keys::CF_DEFAULT, key, value).await
+    }
+
+    pub async fn must_put_cf(&self, cf: u8, key: &[u8], value: &[u8]) {
+        if let Err(e) = self.put_cf(cf, key, value).await {
+            panic!("put {:?}: {e}", String::from_utf8_lossy(key));
+        }
+    }
+
+    pub async fn get_cf(&self, cf: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let r = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: cf_of(cf),
+                key: key.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let (resp, _) = self.request(key, vec![r]).await?;
+        let g = resp
+            .responses
+            .first()
+            .and_then(|r| r.get.clone())
+            .ok_or_else(|| Error::Other("Get answered without a value".into()))?;
+        Ok(g.found.then_some(g.value))
+    }
+
+    /// A linearizable read; None when the key is absent. Panics if the
+    /// cluster cannot serve it within the request deadline.
+    pub async fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_cf(keys::CF_DEFAULT, key)
+            .await
+            .unwrap_or_else(|e| panic!("get {:?}: {e}", String::from_utf8_lossy(key)))
+    }
+
+    pub async fn must_get(&self, key: &[u8]) -> Vec<u8> {
+        self.get(key)
+            .await
+            .unwrap_or_else(|| panic!("key {:?} not found", String::from_utf8_lossy(key)))
+    }
+
+    pub async fn must_delete(&self, key: &[u8]) {
+        self.must_delete_cf(keys::CF_DEFAULT, key).await
+    }
+
+    pub async fn must_delete_cf(&self, cf: u8, key: &[u8]) {
+        let r = Request {
+            cmd_type: CmdType::Delete as i32,
+            delete: Some(DeleteRequest {
+                cf: cf_of(cf),
+                key: key.to_vec(),
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.request(key, vec![r]).await {
+            panic!("delete {:?}: {e}", String::from_utf8_lossy(key));
+        }
+    }
+
+    /// Every pair of `[start, end)` (empty end: to the end of the key
+    /// space), read region by region; each region's read is linearizable and
+    /// returns the region it was served by, where the next read starts.
+    pub async fn scan(&self, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut cur = start.to_vec();
+        loop {
+            let r = Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {
+                    cf: ColumnFamily::Default as i32,
+                    start_key: cur.clone(),
+                    end_key: end.to_vec(),
+                    limit: 0,
+                }),
+                ..Default::default()
+            };
+            let (resp, _) = self
+                .request(&cur, vec![r])
+                .await
+                .unwrap_or_else(|e| panic!("scan from {:?}: {e}", String::from_utf8_lossy(&cur)));
+            let snap = resp
+                .responses
+                .into_iter()
+                .next()
+                .and_then(|r| r.snap)
+                .expect("a Snap request is answered with a SnapResponse");
+            out.extend(snap.pairs.into_iter().map(|p| (p.key, p.value)));
+            let region_end = snap.region.map(|r| r.end_key).unwrap_or_default();
+            if region_end.is_empty() || (!end.is_empty() && !exceeds_end_key(end, &region_end)) {
+                break;
+            }
+            if !end.is_empty() && region_end.as_slice() >= end {
+                break;
+            }
+            cur = region_end;
+        }
+        out
+    }
+}
