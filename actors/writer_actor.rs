@@ -43,9 +43,15 @@ impl WriterActor {
         }
         self.flushing = true;
         let batch = std::mem::take(&mut self.pending);
-        let db = self.engines.db.clone();
-        let fut = async move { db.flush_async().await };
+        let engines = self.engines.clone();
+        // A blocking flush on a thread of tokio's blocking pool, not sled's
+        // `flush_async`: sled's small IO pool can fill up with flushes that
+        // wait on its process-wide batch lock while the log write they need
+        // is queued behind them, which deadlocks the whole process.
+        let fut = actix_rt::task::spawn_blocking(move || engines.flush());
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let res =
+                res.unwrap_or_else(|e| Err(crate::Error::Other(format!("flush task failed: {e}"))));
             if let Err(e) = res {
                 // After a failed fsync the page cache state is unknown; going
                 // on could acknowledge lost writes (the "fsyncgate" lesson).

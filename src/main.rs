@@ -1,1 +1,199 @@
-fn main() {}
+//! The `tessel` binary. For now one subcommand: `playground`, a cluster of
+//! stores in this process with a small shell on stdin.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tessel::testkit::Cluster;
+use tessel::Config;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser)]
+#[command(
+    name = "tessel",
+    version,
+    about = "A range-sharded, Raft-replicated key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start an in-process cluster and a shell on stdin (put, get, delete,
+    /// scan, regions, stores, help).
+    Playground {
+        /// How many stores to run.
+        #[arg(long, default_value_t = 3)]
+        stores: u64,
+        /// Keep the data here (default: a temporary directory removed at exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+const HELP: &str = "commands:
+  put <key> <value>      write a key
+  get <key>              read a key (linearizable)
+  delete <key>           delete a key
+  scan [<start> [<end>]] list keys in [start, end)
+  regions                list regions: range, epoch, peers, leader
+  stores                 list stores
+  help                   this text
+  quit                   stop the cluster and exit";
+
+fn main() -> anyhow::Result<()> {
+    tessel::logging::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Playground { stores, data_dir } => {
+            anyhow::ensure!(
+                (1..=9).contains(&stores),
+                "--stores must be between 1 and 9"
+            );
+            actix::System::new().block_on(playground(stores, data_dir))
+        }
+    }
+}
+
+async fn playground(stores: u64, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = Config::default();
+    let cluster = match &data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Cluster::with_dir(stores, cfg, dir)
+        }
+        None => Cluster::new(stores, cfg),
+    };
+    cluster.start().await;
+    cluster
+        .leader_of_region(1)
+        .await
+        .context("no leader elected for the first region")?;
+    println!("tessel playground: {stores} stores ready; type `help` for commands");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        use std::io::Write as _;
+        print!("> ");
+        let _ = std::io::stdout().flush();
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"quit") || words.first() == Some(&"exit") {
+            break;
+        }
+        match run_command(&cluster, &words).await {
+            Ok(out) => println!("{out}"),
+            Err(e) => println!("error: {e}"),
+        }
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn run_command(cluster: &Cluster, words: &[&str]) -> anyhow::Result<String> {
+    let usage = |u: &str| Err(anyhow::anyhow!("usage: {u}"));
+    match words {
+        [] => Ok(String::new()),
+        ["help"] => Ok(HELP.to_string()),
+        ["put", k, v] => {
+            cluster
+                .put_cf(tessel::keys::CF_DEFAULT, k.as_bytes(), v.as_bytes())
+                .await?;
+            Ok("OK".into())
+        }
+        ["put", ..] => usage("put <key> <value>"),
+        ["get", k] => Ok(
+            match cluster
+                .get_cf(tessel::keys::CF_DEFAULT, k.as_bytes())
+                .await?
+            {
+                Some(v) => String::from_utf8_lossy(&v).to_string(),
+                None => "(not found)".into(),
+            },
+        ),
+        ["get", ..] => usage("get <key>"),
+        ["delete", k] => {
+            cluster.must_delete(k.as_bytes()).await;
+            Ok("OK".into())
+        }
+        ["delete", ..] => usage("delete <key>"),
+        ["scan", rest @ ..] if rest.len() <= 2 => {
+            let start = rest.first().map_or(&b""[..], |s| s.as_bytes());
+            let end = rest.get(1).map_or(&b""[..], |s| s.as_bytes());
+            let pairs = cluster.scan(start, end).await;
+            let mut out: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{} = {}",
+                        String::from_utf8_lossy(k),
+                        String::from_utf8_lossy(v)
+                    )
+                })
+                .collect();
+            out.push(format!("({} keys)", pairs.len()));
+            Ok(out.join("\n"))
+        }
+        ["scan", ..] => usage("scan [<start> [<end>]]"),
+        ["regions"] => Ok(regions(cluster)),
+        ["stores"] => Ok(stores(cluster)),
+        _ => Err(anyhow::anyhow!(
+            "unknown command {:?}; try `help`",
+            words.join(" ")
+        )),
+    }
+}
+
+fn show_key(k: &[u8]) -> String {
+    if k.is_empty() {
+        "\"\"".into()
+    } else {
+        format!("{:?}", String::from_utf8_lossy(k))
+    }
+}
+
+fn regions(cluster: &Cluster) -> String {
+    let mut out = Vec::new();
+    for info in cluster.regions() {
+        let r = &info.region;
+        let e = r.region_epoch.clone().unwrap_or_default();
+        let peers: Vec<String> = r
+            .peers
+            .iter()
+            .map(|p| format!("{}@s{}", p.id, p.store_id))
+            .collect();
+        let leader = info
+            .leader
+            .map_or("unknown".into(), |l| format!("{}@s{}", l.id, l.store_id));
+        out.push(format!(
+            "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {}",
+            r.id,
+            show_key(&r.start_key),
+            show_key(&r.end_key),
+            e.conf_ver,
+            e.version,
+            peers.join(", "),
+            leader
+        ));
+    }
+    out.join("\n")
+}
+
+fn stores(cluster: &Cluster) -> String {
+    cluster
+        .scheduler()
+        .with(|s| s.stores())
+        .into_iter()
+        .map(|(store, stats)| {
+            format!(
+                "store {} regions {} used {} bytes",
+                store.id, stats.region_count, stats.used_size
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,1 +1,3 @@
 mod basic;
+mod generic;
+mod hand;
