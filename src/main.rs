@@ -160,7 +160,7 @@ fn regions(cluster: &Cluster) -> String {
     let mut out = Vec::new();
     for info in cluster.regions() {
         let r = &info.region;
-        let e = r.region_epoch.clone().unwrap_or_default();
+        let e = r.region_epoch.unwrap_or_default();
         let peers: Vec<String> = r
             .peers
             .iter()

@@ -37,7 +37,7 @@ fn exceeds_end_key_or_inf(start: &[u8], end: &[u8]) -> bool {
 }
 
 pub fn epoch(region: &Region) -> RegionEpoch {
-    region.region_epoch.clone().unwrap_or_default()
+    region.region_epoch.unwrap_or_default()
 }
 
 /// True when `a` is older than `b` in either dimension.

@@ -99,7 +99,7 @@ impl Peer {
         };
         raft_cfg.validate()?;
         let raft = RawNode::new(&raft_cfg, storage, &crate::logging::raft_logger())?;
-        let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
+        let peer_cache = region.peers.iter().map(|p| (p.id, *p)).collect();
         Ok(Peer {
             store_id,
             meta,
@@ -162,7 +162,7 @@ impl Peer {
 
     /// Steps a message from another replica into raft.
     pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
-        if let Some(from) = msg.from_peer.clone() {
+        if let Some(from) = msg.from_peer {
             self.peer_cache.insert(from.id, from);
         }
         let mut m = eraftpb::Message::default();
@@ -179,10 +179,10 @@ impl Peer {
         if !self.is_leader() {
             return None;
         }
-        if self.ticks % self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval) == 0 {
+        if self.ticks.is_multiple_of(self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval)) {
             self.maybe_propose_compact_log();
         }
-        let hb = self.ticks % self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval) == 0;
+        let hb = self.ticks.is_multiple_of(self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval));
         if hb || std::mem::take(&mut self.heartbeat_now) {
             return Some(self.heartbeat_request());
         }
@@ -216,7 +216,7 @@ impl Peer {
             .collect();
         RegionHeartbeatRequest {
             region: Some(self.region().clone()),
-            leader: Some(self.meta.clone()),
+            leader: Some(self.meta),
             pending_peers,
             approximate_size: self.approximate_size.unwrap_or(0),
             term: self.term(),
@@ -231,13 +231,13 @@ impl Peer {
     }
 
     pub(crate) fn wrap_raft_message(&self, m: eraftpb::Message) -> Option<RaftMessage> {
-        let to = self.peer_cache.get(&m.to)?.clone();
+        let to = *self.peer_cache.get(&m.to)?;
         let region = self.region();
         Some(RaftMessage {
             region_id: region.id,
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta),
             to_peer: Some(to),
-            region_epoch: region.region_epoch.clone(),
+            region_epoch: region.region_epoch,
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
             is_tombstone: false,

@@ -37,7 +37,7 @@ impl Peer {
     /// epoch and range. Used both at propose time and at apply time.
     pub(crate) fn check_command(&self, req: &RaftCmdRequest) -> Result<()> {
         let region = self.region();
-        let header = req.header.clone().unwrap_or_default();
+        let header = req.header.unwrap_or_default();
         if header.region_id != region.id {
             return Err(Error::RegionNotFound(header.region_id));
         }
@@ -104,7 +104,7 @@ impl Peer {
             .admin_request
             .as_ref()
             .and_then(|a| a.transfer_leader.as_ref())
-            .and_then(|t| t.peer.clone());
+            .and_then(|t| t.peer);
         let Some(target) = target else {
             return error_response(Error::Other("TransferLeader without a target peer".into()));
         };
@@ -155,8 +155,8 @@ impl Peer {
         let req = RaftCmdRequest {
             header: Some(crate::proto::raft_cmdpb::RaftRequestHeader {
                 region_id: self.region_id(),
-                peer: Some(self.meta.clone()),
-                region_epoch: self.region().region_epoch.clone(),
+                peer: Some(self.meta),
+                region_epoch: self.region().region_epoch,
                 term: self.term(),
             }),
             requests: vec![],

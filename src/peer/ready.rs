@@ -45,7 +45,7 @@ impl Peer {
                 .save_ready(rd.snapshot(), rd.entries(), rd.hs())?;
         if let Some(s) = applied_snap {
             for p in &s.region.peers {
-                self.peer_cache.insert(p.id, p.clone());
+                self.peer_cache.insert(p.id, *p);
             }
             out.region_changed = Some(s.region);
         }

@@ -217,7 +217,7 @@ impl Scheduler {
     fn pending_operator(&mut self, region_id: RegionId) -> Option<RegionHeartbeatResponse> {
         let info = self.regions.get(&region_id)?;
         let op = self.operators.get(&region_id)?.clone();
-        let target = op.peer.clone().unwrap_or_default();
+        let target = op.peer.unwrap_or_default();
         let member = info.region.peers.iter().any(|p| p.id == target.id);
         let done = match op.kind() {
             OperatorKind::AddPeer => {
@@ -237,8 +237,8 @@ impl Scheduler {
         }
         Some(RegionHeartbeatResponse {
             region_id,
-            region_epoch: info.region.region_epoch.clone(),
-            target_peer: info.leader.clone(),
+            region_epoch: info.region.region_epoch,
+            target_peer: info.leader,
             operator: Some(op),
         })
     }

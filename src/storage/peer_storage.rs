@@ -81,9 +81,11 @@ pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
     kv.insert(keys::apply_state_key(region.id), apply.encode_to_vec());
     kv.insert(keys::region_state_key(region.id), state.encode_to_vec());
     engines.kv.apply_batch(kv)?;
-    let mut hs = HardState::default();
-    hs.term = RAFT_INIT_LOG_TERM;
-    hs.commit = RAFT_INIT_LOG_INDEX;
+    let hs = HardState {
+        term: RAFT_INIT_LOG_TERM,
+        commit: RAFT_INIT_LOG_INDEX,
+        ..Default::default()
+    };
     let raft_state = RaftLocalState {
         hard_state: hs.write_to_bytes()?,
         last_index: RAFT_INIT_LOG_INDEX,
@@ -175,9 +177,10 @@ impl PeerStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        let mut cs = ConfState::default();
-        cs.voters = self.region.peers.iter().map(|p| p.id).collect();
-        cs
+        ConfState {
+            voters: self.region.peers.iter().map(|p| p.id).collect(),
+            ..Default::default()
+        }
     }
 
     fn raft_state(&self) -> Result<RaftLocalState> {
@@ -375,7 +378,7 @@ impl PeerStorage {
         let mgr = self.snap_mgr.clone();
         let store_id = self.store_id;
         let region = self.region.clone();
-        let apply_state = self.apply_state.clone();
+        let apply_state = self.apply_state;
         std::thread::Builder::new()
             .name(format!("snap-gen-{}", region.id))
             .spawn(move || {

@@ -129,8 +129,10 @@ pub fn generate(
         checksum: crc.finalize() as u64,
         key_count,
     };
-    let mut snap = eraftpb::Snapshot::default();
-    snap.data = data.encode_to_vec().into();
+    let mut snap = eraftpb::Snapshot {
+        data: data.encode_to_vec().into(),
+        ..Default::default()
+    };
     let meta = snap.mut_metadata();
     meta.index = index;
     meta.term = term;

@@ -35,8 +35,8 @@ fn cf_of(cf: u8) -> i32 {
 fn header(region: &Region, peer: &Peer) -> RaftRequestHeader {
     RaftRequestHeader {
         region_id: region.id,
-        peer: Some(peer.clone()),
-        region_epoch: region.region_epoch.clone(),
+        peer: Some(*peer),
+        region_epoch: region.region_epoch,
         term: 0,
     }
 }
@@ -50,7 +50,7 @@ impl Cluster {
         request: RaftCmdRequest,
         timeout: Duration,
     ) -> Result<RaftCmdResponse> {
-        let h = request.header.clone().unwrap_or_default();
+        let h = request.header.unwrap_or_default();
         let store_id = match h.peer {
             Some(p) if p.store_id != 0 => p.store_id,
             _ => {
@@ -111,7 +111,7 @@ impl Cluster {
             let leader = cached
                 .filter(|l| region.peers.iter().any(|p| p.id == l.id))
                 .or(info.leader.filter(|_| attempt == 1))
-                .unwrap_or_else(|| region.peers[attempt % region.peers.len()].clone());
+                .unwrap_or_else(|| region.peers[attempt % region.peers.len()]);
             let req = RaftCmdRequest {
                 header: Some(header(&region, &leader)),
                 requests: requests.clone(),
@@ -122,7 +122,7 @@ impl Cluster {
                 Err(e) => {
                     last_err = e.to_string();
                     self.inner.leaders.lock().remove(&region.id);
-                    let next = region.peers[attempt % region.peers.len()].clone();
+                    let next = region.peers[attempt % region.peers.len()];
                     self.inner.leaders.lock().insert(region.id, next);
                     continue;
                 }
@@ -138,7 +138,7 @@ impl Cluster {
                     continue;
                 }
                 _ => {
-                    let next = region.peers[attempt % region.peers.len()].clone();
+                    let next = region.peers[attempt % region.peers.len()];
                     self.inner.leaders.lock().insert(region.id, next);
                 }
             }
