@@ -117,7 +117,9 @@ async fn run_command(cluster: &Cluster, words: &[&str]) -> anyhow::Result<String
         ),
         ["get", ..] => usage("get <key>"),
         ["delete", k] => {
-            cluster.must_delete(k.as_bytes()).await;
+            cluster
+                .delete_cf(tessel::keys::CF_DEFAULT, k.as_bytes())
+                .await?;
             Ok("OK".into())
         }
         ["delete", ..] => usage("delete <key>"),

@@ -179,10 +179,15 @@ impl Peer {
         if !self.is_leader() {
             return None;
         }
-        if self.ticks.is_multiple_of(self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval)) {
+        if self
+            .ticks
+            .is_multiple_of(self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval))
+        {
             self.maybe_propose_compact_log();
         }
-        let hb = self.ticks.is_multiple_of(self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval));
+        let hb = self
+            .ticks
+            .is_multiple_of(self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval));
         if hb || std::mem::take(&mut self.heartbeat_now) {
             return Some(self.heartbeat_request());
         }

@@ -210,6 +210,12 @@ impl Cluster {
     }
 
     pub async fn must_delete_cf(&self, cf: u8, key: &[u8]) {
+        if let Err(e) = self.delete_cf(cf, key).await {
+            panic!("delete {:?}: {e}", String::from_utf8_lossy(key));
+        }
+    }
+
+    pub async fn delete_cf(&self, cf: u8, key: &[u8]) -> Result<()> {
         let r = Request {
             cmd_type: CmdType::Delete as i32,
             delete: Some(DeleteRequest {
@@ -218,9 +224,7 @@ impl Cluster {
             }),
             ..Default::default()
         };
-        if let Err(e) = self.request(key, vec![r]).await {
-            panic!("delete {:?}: {e}", String::from_utf8_lossy(key));
-        }
+        self.request(key, vec![r]).await.map(|_| ())
     }
 
     /// Every pair of `[start, end)` (empty end: to the end of the key
