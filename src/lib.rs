@@ -6,6 +6,7 @@
 //! scheduler's logic) and the product shell; `actors/` holds the actors that
 //! carry out what the pure parts decide.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod keys;

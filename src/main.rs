@@ -32,6 +32,19 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Put 128-byte values from many concurrent clients into an in-process
+    /// cluster with durable writes; print puts/s, latency, fsyncs, memory.
+    Bench {
+        #[arg(long, default_value_t = 3)]
+        stores: u64,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 128)]
+        value_size: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 const HELP: &str = "commands:
@@ -54,6 +67,28 @@ fn main() -> anyhow::Result<()> {
                 "--stores must be between 1 and 9"
             );
             actix::System::new().block_on(playground(stores, data_dir))
+        }
+        Command::Bench {
+            stores,
+            clients,
+            value_size,
+            seconds,
+        } => {
+            anyhow::ensure!(
+                (1..=9).contains(&stores),
+                "--stores must be between 1 and 9"
+            );
+            anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+            let opts = tessel::bench::BenchOptions {
+                stores,
+                clients,
+                value_size,
+                duration: std::time::Duration::from_secs(seconds.max(1)),
+            };
+            println!("bench: {opts:?}");
+            let report = actix::System::new().block_on(tessel::bench::run_puts(opts))?;
+            println!("{report}");
+            Ok(())
         }
     }
 }

@@ -1,0 +1,138 @@
+//! `tessel bench`: a closed-loop put workload against an in-process cluster
+//! with durable writes, printing throughput, latency percentiles, resident
+//! memory and how many fsyncs the load cost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::keys::CF_DEFAULT;
+use crate::testkit::Cluster;
+use crate::Config;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub stores: u64,
+    pub clients: usize,
+    pub value_size: usize,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct BenchReport {
+    pub ops: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub flushes: u64,
+    pub rss_bytes: Option<u64>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(f, "puts:        {} in {:.1} s", self.ops, secs)?;
+        writeln!(f, "throughput:  {:.0} puts/s", self.ops as f64 / secs)?;
+        writeln!(
+            f,
+            "latency:     p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999)
+        )?;
+        writeln!(
+            f,
+            "fsyncs:      {} in all stores, {:.0}/s, {:.1} puts per fsync",
+            self.flushes,
+            self.flushes as f64 / secs,
+            self.ops as f64 / self.flushes.max(1) as f64
+        )?;
+        match self.rss_bytes {
+            Some(b) => write!(f, "resident:    {:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+            None => write!(f, "resident:    unknown"),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Resident set size of this process (Linux), for the report.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs the put benchmark. Must run inside an actix system.
+pub async fn run_puts(opts: BenchOptions) -> crate::Result<BenchReport> {
+    let cluster = Cluster::new(opts.stores, Config::default());
+    cluster.start().await;
+    cluster
+        .leader_of_region(1)
+        .await
+        .ok_or_else(|| crate::Error::Other("no leader elected".into()))?;
+    // Warm up the route so the first puts do not measure leader discovery.
+    cluster.put_cf(CF_DEFAULT, b"warmup", b"x").await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flushes_before = cluster.flush_count();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let cluster = cluster.clone();
+        let stop = stop.clone();
+        let value = vec![b'v'; opts.value_size];
+        tasks.push(actix_rt::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("bench-{c:03}-{i:010}");
+                let t = Instant::now();
+                if cluster
+                    .put_cf(CF_DEFAULT, key.as_bytes(), &value)
+                    .await
+                    .is_ok()
+                {
+                    let _ = hist.record(t.elapsed().as_micros() as u64);
+                }
+                i += 1;
+            }
+            hist
+        }));
+    }
+    let mut last = Instant::now();
+    while start.elapsed() < opts.duration {
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        if last.elapsed() >= Duration::from_secs(2) {
+            eprintln!("... {:.0} s", start.elapsed().as_secs_f64());
+            last = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = hist.add(h);
+        }
+    }
+    let elapsed = start.elapsed();
+    let flushes = cluster.flush_count() - flushes_before;
+    let rss = rss_bytes();
+    cluster.shutdown().await;
+    let q = |p: f64| Duration::from_micros(hist.value_at_quantile(p));
+    Ok(BenchReport {
+        ops: hist.len(),
+        elapsed,
+        p50: q(0.50),
+        p99: q(0.99),
+        p999: q(0.999),
+        flushes,
+        rss_bytes: rss,
+    })
+}
