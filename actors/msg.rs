@@ -96,3 +96,20 @@ pub struct PeerStatus {
 #[derive(Message, Debug)]
 #[rtype(result = "PeerStatus")]
 pub struct GetPeerStatus;
+
+/// A peer destroyed itself (removed from its region, or found stale).
+/// Sender: `PeerActor`, right before it stops. Receiver: `StoreActor`, which
+/// drops it from the region and range maps. Never dropped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerDestroyed {
+    pub region: Region,
+    pub peer_id: crate::PeerId,
+}
+
+/// An operator from the scheduler for a region's leader to carry out.
+/// Sender: `SchedulerClientActor`. Receiver: `PeerActor`. May be dropped:
+/// the scheduler re-sends it with every heartbeat until it is done.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SchedulerOperator(pub crate::proto::schedulerpb::RegionHeartbeatResponse);

@@ -10,8 +10,8 @@ use raft::SnapshotStatus;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
-    GetPeerStatus, PeerStatus, PersistReady, Persisted, Propose, RegionChanged, RegionHeartbeat,
-    SnapshotReport, StepRaft,
+    GetPeerStatus, PeerDestroyed, PeerStatus, PersistReady, Persisted, Propose, RegionChanged,
+    RegionHeartbeat, SchedulerOperator, SnapshotReport, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::store_actor::StoreActor;
@@ -19,7 +19,7 @@ use super::transport::Transport;
 use super::writer_actor::WriterActor;
 use crate::config::Config;
 use crate::error::Error;
-use crate::peer::Peer;
+use crate::peer::{MessageVerdict, Peer};
 
 /// What every peer actor of a store shares.
 #[derive(Clone)]
@@ -37,6 +37,8 @@ pub struct PeerActor {
     span: Span,
     /// A `HandleReady` is queued; inputs arriving meanwhile share it.
     ready_scheduled: bool,
+    /// The peer's data is gone; the actor is stopping.
+    destroyed: bool,
 }
 
 /// Internal: run the Ready loop once the mailbox's current inputs are in.
@@ -57,11 +59,12 @@ impl PeerActor {
             deps,
             span,
             ready_scheduled: false,
+            destroyed: false,
         }
     }
 
     fn schedule_ready(&mut self, ctx: &mut Context<Self>) {
-        if !self.ready_scheduled {
+        if !self.ready_scheduled && !self.destroyed {
             self.ready_scheduled = true;
             ctx.notify(HandleReady);
         }
@@ -97,19 +100,56 @@ impl PeerActor {
             if let Some(region) = out.region_changed {
                 self.deps.store.do_send(RegionChanged { region });
             }
+            if out.destroy {
+                self.flush_outbox();
+                self.destroy(ctx);
+                return;
+            }
             if !self.peer.raft.has_ready() {
                 break;
             }
         }
-        for msg in self.peer.take_outbox() {
-            self.deps.transport.send(msg);
-        }
+        self.flush_outbox();
         if let Some(hb) = self.peer.take_heartbeat_now() {
             self.deps.scheduler.do_send(RegionHeartbeat(hb));
         }
         if self.peer.raft.has_ready() {
             self.schedule_ready(ctx);
         }
+    }
+}
+
+impl PeerActor {
+    fn flush_outbox(&mut self) {
+        for msg in self.peer.take_outbox() {
+            self.deps.transport.send(msg);
+        }
+    }
+
+    /// Deletes the peer's log, states and data (leaving a tombstone with the
+    /// last region), answers its pending proposals, tells the store, stops.
+    /// A second call does nothing.
+    fn destroy(&mut self, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        let region = self.peer.region().clone();
+        if let Err(e) = self.peer.raft.mut_store().destroy(region.clone()) {
+            panic!(
+                "region {} peer {}: cannot delete the peer's state: {e}",
+                region.id, self.peer.meta.id
+            );
+        }
+        let region_id = region.id;
+        self.peer
+            .fail_all_proposals(|| Error::RegionNotFound(region_id));
+        tracing::info!("peer destroyed");
+        self.deps.store.do_send(PeerDestroyed {
+            region,
+            peer_id: self.peer.meta.id,
+        });
+        ctx.stop();
     }
 }
 
@@ -145,10 +185,26 @@ impl Handler<StepRaft> for PeerActor {
     fn handle(&mut self, StepRaft(msg): StepRaft, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if let Err(e) = self.peer.on_raft_message(msg) {
-            debug!(error = %e, "raft message not stepped");
+        if self.destroyed {
+            return;
         }
-        self.schedule_ready(ctx);
+        match self.peer.judge_message(&msg) {
+            MessageVerdict::Step => {
+                if let Err(e) = self.peer.on_raft_message(msg) {
+                    debug!(error = %e, "raft message not stepped");
+                }
+                self.schedule_ready(ctx);
+            }
+            MessageVerdict::ReplyTombstone(reply) => {
+                debug!(to = ?reply.to_peer, "message from a removed peer; telling it");
+                self.deps.transport.send(reply);
+            }
+            MessageVerdict::DestroySelf => {
+                tracing::info!("told by a newer member that this peer was removed");
+                self.destroy(ctx);
+            }
+            MessageVerdict::Drop => {}
+        }
     }
 }
 
@@ -207,5 +263,25 @@ impl Handler<GetPeerStatus> for PeerActor {
             applied_index: p.storage().applied_index(),
             truncated_index: p.storage().truncated_index(),
         })
+    }
+}
+
+impl Handler<SchedulerOperator> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, SchedulerOperator(resp): SchedulerOperator, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _g = span.enter();
+        if self.destroyed || !self.peer.is_leader() {
+            return;
+        }
+        let Some(op) = resp.operator else { return };
+        if let Some(req) = self.peer.request_for_operator(&op) {
+            debug!(?op, "carrying out a scheduler operator");
+            // Nobody waits for the answer: the scheduler watches heartbeats.
+            let (cb, _) = futures::channel::oneshot::channel();
+            self.peer.on_propose(req, cb);
+            self.schedule_ready(ctx);
+        }
     }
 }

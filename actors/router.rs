@@ -88,6 +88,10 @@ impl Router {
         self.peers.write().insert(region_id, addr);
     }
 
+    pub(crate) fn unregister(&self, region_id: RegionId) {
+        self.peers.write().remove(&region_id);
+    }
+
     pub fn region_ids(&self) -> Vec<RegionId> {
         self.peers.read().keys().copied().collect()
     }

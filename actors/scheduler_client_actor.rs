@@ -7,16 +7,18 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, warn};
 
-use super::msg::{RegionHeartbeat, StoreHeartbeat};
+use super::msg::{RegionHeartbeat, SchedulerOperator, StoreHeartbeat};
+use super::router::Router;
 use crate::scheduler::SchedulerClient;
 
 pub struct SchedulerClientActor {
     client: Arc<dyn SchedulerClient>,
+    router: Router,
 }
 
 impl SchedulerClientActor {
-    pub fn new(client: Arc<dyn SchedulerClient>) -> SchedulerClientActor {
-        SchedulerClientActor { client }
+    pub fn new(client: Arc<dyn SchedulerClient>, router: Router) -> SchedulerClientActor {
+        SchedulerClientActor { client, router }
     }
 }
 
@@ -30,11 +32,11 @@ impl Handler<RegionHeartbeat> for SchedulerClientActor {
     fn handle(&mut self, RegionHeartbeat(req): RegionHeartbeat, ctx: &mut Context<Self>) {
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
         let fut = self.client.region_heartbeat(req);
-        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok(Some(resp)) => {
-                // Operators are carried out by the membership and split
-                // paths; this version only records that one is pending.
-                debug!(region_id, op = ?resp.operator, "scheduler sent an operator");
+                if let Some(peer) = act.router.peer(region_id) {
+                    peer.do_send(SchedulerOperator(resp));
+                }
             }
             Ok(None) => {}
             Err(e) => debug!(region_id, error = %e, "region heartbeat refused"),

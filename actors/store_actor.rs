@@ -10,15 +10,19 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, error, info, info_span};
 
-use super::msg::{RegionChanged, StepRaft, StoreHeartbeat};
+use super::msg::{PeerDestroyed, RegionChanged, StepRaft, StoreHeartbeat};
 use super::peer_actor::{PeerActor, PeerDeps};
 use super::router::Router;
+use super::scheduler_client_actor::SchedulerClientActor;
 use crate::error::Result;
+use crate::keys;
 use crate::peer::Peer;
-use crate::proto::metapb::Region;
-use crate::proto::raft_serverpb::PeerState;
+use crate::proto::metapb::{self, Region};
+use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
+use crate::region::{is_epoch_stale, ranges_overlap};
+use crate::storage::engine::get_msg;
 use crate::storage::{Engines, SnapManager};
 use crate::{RegionId, StoreId};
 
@@ -65,10 +69,14 @@ impl StoreActor {
     }
 
     /// Spawns the actor of one initialized region and registers it.
-    fn spawn_peer(&mut self, region: Region) -> Result<()> {
+    fn spawn_peer(&mut self, region: Region) -> Result<Addr<PeerActor>> {
         let meta = find_peer(&region, self.store_id).cloned().ok_or_else(|| {
             crate::Error::Other(format!("store has no peer in region {}", region.id))
         })?;
+        self.spawn(region, meta)
+    }
+
+    fn spawn(&mut self, region: Region, meta: metapb::Peer) -> Result<Addr<PeerActor>> {
         let peer = Peer::new(
             self.store_id,
             self.deps.cfg.clone(),
@@ -78,9 +86,66 @@ impl StoreActor {
             meta,
         )?;
         let addr = PeerActor::new(peer, self.deps.clone()).start();
-        self.router.register(region.id, addr);
+        self.router.register(region.id, addr.clone());
         self.update_region(region);
-        Ok(())
+        Ok(addr)
+    }
+
+    /// Creates a peer for a message from a region this store has no peer
+    /// for: only for a leader's or candidate's first contact, only if the
+    /// region was not tombstoned here with a newer epoch, and only if its
+    /// range overlaps no region this store holds. The peer starts
+    /// uninitialized and is caught up by a snapshot; it joins the range map
+    /// only then.
+    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> Result<Option<Addr<PeerActor>>> {
+        let Some(to) = msg.to_peer.filter(|p| p.store_id == self.store_id) else {
+            return Ok(None);
+        };
+        if msg.is_tombstone || self.regions.contains_key(&msg.region_id) {
+            return Ok(None);
+        }
+        if !is_initial_message(msg) {
+            return Ok(None);
+        }
+        let state: Option<RegionLocalState> =
+            get_msg(&self.engines.kv, &keys::region_state_key(msg.region_id))?;
+        if let Some(state) = state {
+            let local = state.region.unwrap_or_default();
+            let stale = state.state != PeerState::Tombstone as i32
+                || msg.region_epoch.is_none_or(|e| {
+                    let tomb = crate::region::epoch(&local);
+                    e.conf_ver <= tomb.conf_ver || is_epoch_stale(&e, &tomb)
+                });
+            if stale {
+                debug!(
+                    region_id = msg.region_id,
+                    "message for a tombstoned peer; dropped"
+                );
+                return Ok(None);
+            }
+        }
+        let overlapped = self.ranges.values().any(|id| {
+            self.regions.get(id).is_some_and(|r| {
+                ranges_overlap(&r.start_key, &r.end_key, &msg.start_key, &msg.end_key)
+            })
+        });
+        if overlapped {
+            debug!(
+                region_id = msg.region_id,
+                "new peer would overlap a region here; refused"
+            );
+            return Ok(None);
+        }
+        let region = Region {
+            id: msg.region_id,
+            ..Default::default()
+        };
+        info!(
+            region_id = msg.region_id,
+            peer_id = to.id,
+            "creating peer from a message"
+        );
+        self.spawn(region, to).map(Some)
     }
 
     fn update_region(&mut self, region: Region) {
@@ -142,10 +207,38 @@ impl Handler<StepRaft> for StoreActor {
 
     /// A message for a region this store has no running peer for.
     fn handle(&mut self, StepRaft(msg): StepRaft, _ctx: &mut Context<Self>) {
-        debug!(
+        let span = info_span!("store", store_id = self.store_id);
+        let _g = span.enter();
+        // The peer may have been created by an earlier message.
+        if let Some(addr) = self.router.peer(msg.region_id).filter(|a| a.connected()) {
+            addr.do_send(StepRaft(msg));
+            return;
+        }
+        match self.maybe_create_peer(&msg) {
+            Ok(Some(addr)) => addr.do_send(StepRaft(msg)),
+            Ok(None) => {}
+            Err(e) => error!(region_id = msg.region_id, error = %e, "cannot create peer"),
+        }
+    }
+}
+
+impl Handler<PeerDestroyed> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerDestroyed, _ctx: &mut Context<Self>) {
+        let region_id = msg.region.id;
+        if let Some(old) = self.regions.remove(&region_id) {
+            let k = range_key(&old.end_key);
+            if self.ranges.get(&k) == Some(&region_id) {
+                self.ranges.remove(&k);
+            }
+        }
+        self.router.unregister(region_id);
+        info!(
             store_id = self.store_id,
-            region_id = msg.region_id,
-            "message for a region without a peer here; dropped"
+            region_id,
+            peer_id = msg.peer_id,
+            "peer removed from the store"
         );
     }
 }
@@ -166,7 +259,7 @@ pub struct StoreContext {
     pub snap_mgr: SnapManager,
     pub transport: Arc<dyn super::transport::Transport>,
     pub writer: Addr<super::writer_actor::WriterActor>,
-    pub scheduler: Addr<super::scheduler_client_actor::SchedulerClientActor>,
+    pub scheduler: Arc<dyn crate::scheduler::SchedulerClient>,
 }
 
 /// Starts a store actor in the current arbiter; returns its router.
@@ -174,16 +267,34 @@ pub fn start_store(sc: StoreContext) -> Router {
     let (tx, rx) = std::sync::mpsc::channel();
     StoreActor::create(move |ctx| {
         let router = Router::new(sc.store_id, ctx.address());
+        let scheduler = SchedulerClientActor::new(sc.scheduler, router.clone()).start();
         let deps = PeerDeps {
             cfg: sc.cfg,
             transport: sc.transport,
             writer: sc.writer,
             store: ctx.address(),
-            scheduler: sc.scheduler,
+            scheduler,
         };
         let _ = tx.send(router.clone());
         StoreActor::new(sc.store_id, sc.engines, sc.snap_mgr, router, deps)
     });
     rx.recv()
         .expect("StoreActor::create runs its closure before returning")
+}
+
+/// A leader's or candidate's first contact: the only messages that may create
+/// a peer (a heartbeat to a new member carries commit 0, since nothing is
+/// known to be replicated there).
+fn is_initial_message(msg: &RaftMessage) -> bool {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+    let t = msg.msg_type;
+    if t == MessageType::MsgRequestVote as i32 || t == MessageType::MsgRequestPreVote as i32 {
+        return true;
+    }
+    if t != MessageType::MsgHeartbeat as i32 {
+        return false;
+    }
+    let mut m = Message::default();
+    m.merge_from_bytes(&msg.message).is_ok() && m.commit == 0
 }

@@ -56,16 +56,35 @@ impl Peer {
                         None
                     }
                 },
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                EntryType::EntryConfChange => {
+                    batch.dirty = true;
+                    match self.apply_conf_change_entry(&e, &mut batch.wb) {
+                        Ok(applied) => {
+                            if let Some(region) = applied.region {
+                                self.region_changed = Some(region);
+                            }
+                            Some(applied.response)
+                        }
+                        Err(err) => {
+                            self.skip_bad_conf_change(e.index, &err);
+                            None
+                        }
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
                     warn!(
                         index = e.index,
-                        "conf change entries are not applied by this version"
+                        "joint conf changes are never proposed; skipped"
                     );
                     None
                 }
             };
             self.raft.mut_store().apply_state.applied_index = e.index;
             self.answer_proposals(e.index, e.term, resp, &mut batch);
+            if self.pending_remove {
+                // This peer was removed: nothing after this entry concerns it.
+                break;
+            }
         }
         self.commit_batch(&mut batch)?;
         if let Some((from, to)) = batch.compact {

@@ -8,6 +8,7 @@
 //! `ready` (the Ready loop), `apply` (committed entries out).
 
 mod apply;
+mod conf_change;
 mod propose;
 mod ready;
 
@@ -28,6 +29,7 @@ use crate::proto::schedulerpb::RegionHeartbeatRequest;
 use crate::storage::{Engines, PeerStorage, SnapManager};
 use crate::{PeerId, RegionId, StoreId};
 
+pub use conf_change::MessageVerdict;
 pub use ready::ReadyOutcome;
 
 /// Answers one command, exactly once.
@@ -72,6 +74,10 @@ pub struct Peer {
     pub approximate_size: Option<u64>,
     /// Set when the leader must report its region at once (role or region change).
     heartbeat_now: bool,
+    /// The region's meta changed while applying; the store must learn it.
+    region_changed: Option<metapb::Region>,
+    /// This peer applied its own removal and must be destroyed.
+    pub pending_remove: bool,
 }
 
 impl Peer {
@@ -113,6 +119,8 @@ impl Peer {
             size_diff_hint: 0,
             approximate_size: None,
             heartbeat_now: false,
+            region_changed: None,
+            pending_remove: false,
         })
     }
 

@@ -70,8 +70,9 @@ impl Peer {
                 let _ = cb.send(resp);
                 return;
             }
-            Some(AdminCmdType::ChangePeer) | Some(AdminCmdType::Split) => Err(Error::Other(
-                "membership changes and splits are not available in this version".into(),
+            Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&req),
+            Some(AdminCmdType::Split) => Err(Error::Other(
+                "splits are not available in this version".into(),
             )),
             _ => self.propose_normal(&req),
         };

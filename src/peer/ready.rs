@@ -20,13 +20,16 @@ pub struct ReadyOutcome {
     /// The region's meta changed (a snapshot was applied): the store must
     /// update its range map.
     pub region_changed: Option<Region>,
+    /// The peer applied its own removal: destroy it.
+    pub destroy: bool,
 }
 
 impl Peer {
     /// Handles one Ready if raft has one.
     pub fn handle_ready(&mut self) -> Result<ReadyOutcome> {
         let mut out = ReadyOutcome::default();
-        if !self.raft.has_ready() {
+        if self.pending_remove || !self.raft.has_ready() {
+            out.destroy = self.pending_remove;
             return Ok(out);
         }
         let mut rd = self.raft.ready();
@@ -66,6 +69,10 @@ impl Peer {
         }
         self.apply_committed(committed)?;
         self.advance_applied();
+        if let Some(region) = self.region_changed.take() {
+            out.region_changed = Some(region);
+        }
+        out.destroy = self.pending_remove;
         Ok(out)
     }
 

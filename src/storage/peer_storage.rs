@@ -396,6 +396,19 @@ impl PeerStorage {
         Ok(())
     }
 
+    /// A snapshot serves while it is not older than the log start (the
+    /// follower needs the entries right after it) nor the request, and its
+    /// members are the region's current ones (raft-rs refuses a snapshot whose
+    /// configuration lacks the receiver, such as a peer just added).
+    fn snapshot_usable(&self, s: &Snapshot, request_index: u64) -> bool {
+        let meta = s.get_metadata();
+        let mut voters = meta.get_conf_state().voters.clone();
+        let mut members: Vec<u64> = self.region.peers.iter().map(|p| p.id).collect();
+        voters.sort_unstable();
+        members.sort_unstable();
+        meta.index >= self.truncated_index() && meta.index >= request_index && voters == members
+    }
+
     fn term_of_applied(&self) -> raft::Result<u64> {
         raft::Storage::term(self, self.apply_state.applied_index)
     }
@@ -475,8 +488,7 @@ impl raft::Storage for PeerStorage {
         // A cached snapshot serves while it is not older than the log start
         // (a follower needs entries right after it) nor the request.
         if let Some(s) = self.last_snapshot.borrow().as_ref() {
-            let idx = s.get_metadata().index;
-            if idx >= self.truncated_index() && idx >= request_index {
+            if self.snapshot_usable(s, request_index) {
                 return Ok(s.clone());
             }
         }
@@ -496,13 +508,11 @@ impl raft::Storage for PeerStorage {
         }
         *self.snap_state.borrow_mut() = SnapState::Idle;
         match ready {
-            Some(Ok(s)) => {
-                let idx = s.get_metadata().index;
-                if idx >= self.truncated_index() && idx >= request_index {
-                    *self.last_snapshot.borrow_mut() = Some(s.clone());
-                    return Ok(s);
-                }
+            Some(Ok(s)) if self.snapshot_usable(&s, request_index) => {
+                *self.last_snapshot.borrow_mut() = Some(s.clone());
+                return Ok(s);
             }
+            Some(Ok(_)) => {}
             Some(Err(e)) => warn!(error = %e, "snapshot generation failed, retrying"),
             None => {}
         }

@@ -12,7 +12,6 @@ use tracing::info;
 
 use crate::actors::msg::{GetPeerStatus, PeerStatus};
 use crate::actors::router::Router;
-use crate::actors::scheduler_client_actor::SchedulerClientActor;
 use crate::actors::store_actor::{start_store, StoreContext};
 use crate::actors::transport::{Filter, SimNetwork};
 use crate::actors::writer_actor::{WriterActor, WriterStats};
@@ -199,10 +198,7 @@ impl Cluster {
                 WriterActor::new(engines, stats)
             })
         };
-        let client = Arc::new(self.inner.scheduler.clone());
-        let scheduler = SchedulerClientActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            SchedulerClientActor::new(client)
-        });
+        let scheduler = Arc::new(self.inner.scheduler.clone());
         let sc = StoreContext {
             store_id,
             cfg: self.inner.cfg.clone(),

@@ -22,6 +22,7 @@
 
 mod client;
 mod cluster;
+mod membership;
 
 pub use crate::actors::transport::Filter;
 pub use cluster::Cluster;

@@ -1,3 +1,4 @@
 mod basic;
 mod generic;
 mod hand;
+mod membership;

@@ -1,0 +1,284 @@
+//! Membership changes (AddNode / RemoveNode) of one region: proposing them
+//! through raft-rs's `propose_conf_change` and applying them once committed.
+//!
+//! One change at a time (Raft thesis §4.1): raft-rs silently turns a second
+//! conf change proposed while one is unapplied into an empty entry, so such a
+//! proposal is refused here, with an error, before it reaches raft.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType as RaftCcType, Entry};
+use tracing::{info, warn};
+
+use super::Peer;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::metapb::{Peer as PeerMeta, Region};
+use crate::proto::raft_cmdpb::{
+    AdminCmdType, AdminResponse, ChangePeerResponse, ConfChangeType, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader,
+};
+use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
+
+/// What applying one conf change entry did.
+pub(crate) struct ConfChangeApplied {
+    pub response: RaftCmdResponse,
+    /// The region's new meta, when membership changed.
+    pub region: Option<Region>,
+}
+
+fn change_of(req: &RaftCmdRequest) -> Result<(ConfChangeType, PeerMeta)> {
+    let cp = req
+        .admin_request
+        .as_ref()
+        .and_then(|a| a.change_peer.as_ref())
+        .ok_or_else(|| Error::Other("ChangePeer without a change".into()))?;
+    let peer = cp
+        .peer
+        .filter(|p| p.id != 0 && p.store_id != 0)
+        .ok_or_else(|| Error::Other("ChangePeer without a valid peer".into()))?;
+    Ok((cp.change_type(), peer))
+}
+
+impl Peer {
+    /// Proposes a ChangePeer command; returns its (index, term).
+    pub(crate) fn propose_conf_change(&mut self, req: &RaftCmdRequest) -> Result<(u64, u64)> {
+        let (change, target) = change_of(req)?;
+        let raft = &self.raft.raft;
+        if raft.pending_conf_index > raft.raft_log.applied {
+            return Err(Error::Other(format!(
+                "a conf change is pending (index {} not yet applied); retry later",
+                raft.pending_conf_index
+            )));
+        }
+        let region = self.region();
+        if change == ConfChangeType::RemoveNode && target.id == self.meta.id {
+            if region.peers.len() == 1 {
+                return Err(Error::Other(
+                    "cannot remove the last peer of a region".into(),
+                ));
+            }
+            // A leader never removes itself: it hands leadership to the most
+            // up-to-date follower, which removes it as a follower. The
+            // scheduler re-sends the operator to the new leader.
+            let to = region
+                .peers
+                .iter()
+                .filter(|p| p.id != self.meta.id)
+                .max_by_key(|p| raft.prs().get(p.id).map_or(0, |pr| pr.matched))
+                .map(|p| p.id)
+                .expect("a region of two or more peers has another peer");
+            self.raft.transfer_leader(to);
+            return Err(Error::Other(format!(
+                "peer {} is the leader: transferring leadership to {to} before removing it",
+                self.meta.id
+            )));
+        }
+        let cc = ConfChange {
+            change_type: match change {
+                ConfChangeType::AddNode => RaftCcType::AddNode,
+                ConfChangeType::RemoveNode => RaftCcType::RemoveNode,
+            },
+            node_id: target.id,
+            ..Default::default()
+        };
+        let index = self.raft.raft.raft_log.last_index() + 1;
+        let term = self.term();
+        self.raft.propose_conf_change(req.encode_to_vec(), cc)?;
+        if self.raft.raft.raft_log.last_index() != index {
+            return Err(Error::Other("conf change dropped by raft".into()));
+        }
+        Ok((index, term))
+    }
+
+    /// Applies a committed conf change entry. Epoch mismatches and duplicates
+    /// (the scheduler re-sends operators) change nothing and raft is not told.
+    pub(crate) fn apply_conf_change_entry(
+        &mut self,
+        entry: &Entry,
+        wb: &mut sled::Batch,
+    ) -> Result<ConfChangeApplied> {
+        let mut cc = ConfChange::default();
+        cc.merge_from_bytes(&entry.data)?;
+        let req = RaftCmdRequest::decode(entry.context.as_ref())?;
+        let unchanged = |resp| ConfChangeApplied {
+            response: resp,
+            region: None,
+        };
+        if let Err(e) = self.check_command(&req) {
+            return Ok(unchanged(super::error_response(e)));
+        }
+        let (change, target) = change_of(&req)?;
+        let mut region = self.region().clone();
+        let existing = region.peers.iter().position(|p| p.id == target.id);
+        match (change, existing) {
+            (ConfChangeType::AddNode, None) => region.peers.push(target),
+            (ConfChangeType::RemoveNode, Some(i)) => {
+                region.peers.remove(i);
+            }
+            _ => {
+                info!(?change, peer = target.id, "duplicate conf change skipped");
+                return Ok(unchanged(self.ok_change_response(region)));
+            }
+        }
+        let epoch = region.region_epoch.get_or_insert_with(Default::default);
+        epoch.conf_ver += 1;
+        let state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region.clone()),
+        };
+        wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
+        if let Err(e) = self.raft.apply_conf_change(&cc) {
+            // The region meta and raft's configuration would disagree.
+            panic!(
+                "region {} peer {}: raft refused committed conf change {cc:?}: {e}",
+                region.id, self.meta.id
+            );
+        }
+        match change {
+            ConfChangeType::AddNode => {
+                self.peer_cache.insert(target.id, target);
+            }
+            ConfChangeType::RemoveNode => {
+                self.peer_cache.remove(&target.id);
+                if target.id == self.meta.id {
+                    self.pending_remove = true;
+                }
+            }
+        }
+        info!(
+            ?change,
+            peer = target.id,
+            store = target.store_id,
+            conf_ver = region.region_epoch.as_ref().map_or(0, |e| e.conf_ver),
+            "conf change applied"
+        );
+        self.raft.mut_store().region = region.clone();
+        self.heartbeat_now = true;
+        Ok(ConfChangeApplied {
+            response: self.ok_change_response(region.clone()),
+            region: Some(region),
+        })
+    }
+
+    fn ok_change_response(&self, region: Region) -> RaftCmdResponse {
+        RaftCmdResponse {
+            header: Some(RaftResponseHeader {
+                error: None,
+                current_term: self.term(),
+            }),
+            admin_response: Some(AdminResponse {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerResponse {
+                    region: Some(region),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Logs a conf change entry that cannot be decoded; raft is not told.
+    pub(crate) fn skip_bad_conf_change(&self, index: u64, e: &Error) {
+        warn!(index, error = %e, "skipping undecodable conf change entry");
+    }
+}
+
+/// What to do with a raft message, judged by the epochs of the two ends.
+pub enum MessageVerdict {
+    /// Step it into raft.
+    Step,
+    /// The sender was removed and never learned it: tell it to destroy itself.
+    ReplyTombstone(crate::proto::raft_serverpb::RaftMessage),
+    /// A newer member of the region says this peer is no longer one of them.
+    DestroySelf,
+    /// Stale or irrelevant: drop it.
+    Drop,
+}
+
+impl Peer {
+    /// Recognises messages from removed peers and tombstone notices, so a
+    /// peer that a removal never reached is garbage-collected.
+    pub fn judge_message(&self, msg: &crate::proto::raft_serverpb::RaftMessage) -> MessageVerdict {
+        use crate::region::{epoch, find_peer_by_id};
+        let ours = epoch(self.region());
+        let theirs = msg.region_epoch.unwrap_or_default();
+        if msg.is_tombstone {
+            // Only a sender that knows a newer membership may remove us.
+            return if theirs.conf_ver > ours.conf_ver {
+                MessageVerdict::DestroySelf
+            } else {
+                MessageVerdict::Drop
+            };
+        }
+        let Some(from) = msg.from_peer else {
+            return MessageVerdict::Drop;
+        };
+        let sender_is_member = find_peer_by_id(self.region(), from.id).is_some();
+        if self.is_initialized() && !sender_is_member && theirs.conf_ver < ours.conf_ver {
+            let region = self.region();
+            return MessageVerdict::ReplyTombstone(crate::proto::raft_serverpb::RaftMessage {
+                region_id: region.id,
+                from_peer: Some(self.meta),
+                to_peer: Some(from),
+                region_epoch: region.region_epoch,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                is_tombstone: true,
+                message: vec![],
+                msg_type: 0,
+            });
+        }
+        MessageVerdict::Step
+    }
+
+    /// Turns a scheduler operator into a command for this leader, or None if
+    /// it is already done (operators are re-sent until the scheduler sees
+    /// them done, so duplicates are normal).
+    pub fn request_for_operator(
+        &self,
+        op: &crate::proto::schedulerpb::Operator,
+    ) -> Option<RaftCmdRequest> {
+        use crate::proto::raft_cmdpb::{
+            AdminRequest, ChangePeerRequest, RaftRequestHeader, TransferLeaderRequest,
+        };
+        use crate::proto::schedulerpb::OperatorKind;
+        let target = op.peer?;
+        let region = self.region();
+        let member = region.peers.iter().any(|p| p.id == target.id);
+        let admin = match op.kind() {
+            OperatorKind::AddPeer if !member => AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerRequest {
+                    change_type: ConfChangeType::AddNode as i32,
+                    peer: Some(target),
+                }),
+                ..Default::default()
+            },
+            OperatorKind::RemovePeer if member => AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerRequest {
+                    change_type: ConfChangeType::RemoveNode as i32,
+                    peer: Some(target),
+                }),
+                ..Default::default()
+            },
+            OperatorKind::TransferLeader if member && target.id != self.meta.id => AdminRequest {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderRequest { peer: Some(target) }),
+                ..Default::default()
+            },
+            _ => return None,
+        };
+        Some(RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                peer: Some(self.meta),
+                region_epoch: region.region_epoch,
+                term: self.term(),
+            }),
+            requests: vec![],
+            admin_request: Some(admin),
+        })
+    }
+}

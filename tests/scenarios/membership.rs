@@ -1,0 +1,150 @@
+//! The membership scenarios of SCENARIOS.md: transfer leader, basic conf
+//! change, remove leader.
+
+use std::time::Duration;
+
+use tessel::proto::metapb::Peer;
+use tessel::proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+};
+use tessel::testkit::Cluster;
+use tessel::Config;
+
+fn p(id: u64, store_id: u64) -> Peer {
+    Peer { id, store_id }
+}
+
+#[actix::test]
+async fn transfer_leader() {
+    crate::harness::init();
+    let cluster = Cluster::new(5, Config::for_tests());
+    cluster.start().await;
+    cluster.must_put(b"k", b"v").await;
+    for id in 1..=5 {
+        let leader = cluster.leader_of_region(1).await.expect("a leader");
+        let region = cluster.get_region(b"").await;
+        let req = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: 1,
+                peer: Some(leader),
+                region_epoch: region.region_epoch,
+                term: 0,
+            }),
+            requests: vec![],
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderRequest {
+                    peer: Some(p(id, id)),
+                }),
+                ..Default::default()
+            }),
+        };
+        let resp = cluster
+            .call_command(req, Duration::from_secs(1))
+            .await
+            .expect("the leader answers at once");
+        assert!(
+            resp.header.and_then(|h| h.error).is_none(),
+            "transfer refused"
+        );
+        assert_eq!(
+            resp.admin_response.map(|a| a.cmd_type()),
+            Some(AdminCmdType::TransferLeader)
+        );
+        // The scheduler sees the new leader (raft-rs never reports completion).
+        cluster.must_transfer_leader(1, p(id, id)).await;
+        assert_eq!(cluster.leader_of_region(1).await, Some(p(id, id)));
+    }
+    cluster.shutdown().await;
+}
+
+#[actix::test]
+async fn basic_conf_change() {
+    crate::harness::init();
+    let cluster = Cluster::new(5, Config::for_tests());
+    cluster.start().await;
+    cluster.must_transfer_leader(1, p(1, 1)).await;
+    for id in 2..=5 {
+        cluster.must_remove_peer(1, p(id, id)).await;
+    }
+    cluster.must_put(b"k1", b"v1").await;
+    cluster.must_store_get_equal(1, b"k1", Some(b"v1")).await;
+    assert_eq!(cluster.store_get(2, b"k1"), None);
+
+    // Same id on a store that holds a tombstone of it.
+    cluster.must_add_peer(1, p(2, 2)).await;
+    cluster.must_put(b"k2", b"v2").await;
+    assert_eq!(cluster.must_get(b"k2").await, b"v2");
+    cluster.must_store_get_equal(2, b"k1", Some(b"v1")).await;
+    cluster.must_store_get_equal(2, b"k2", Some(b"v2")).await;
+    let conf_ver = cluster
+        .get_region(b"k1")
+        .await
+        .region_epoch
+        .unwrap()
+        .conf_ver;
+    assert!(conf_ver > 1);
+    assert_eq!(cluster.store_get(5, b"k1"), None);
+
+    cluster.must_add_peer(1, p(3, 3)).await;
+    cluster.must_remove_peer(1, p(2, 2)).await;
+    cluster.must_put(b"k3", b"v3").await;
+    assert_eq!(cluster.must_get(b"k3").await, b"v3");
+    for (k, v) in [(b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")] {
+        cluster.must_store_get_equal(3, k, Some(v)).await;
+    }
+    // A destroyed peer deletes its data.
+    cluster.must_store_get_equal(2, b"k1", None).await;
+    cluster.must_store_get_equal(2, b"k2", None).await;
+
+    cluster.must_add_peer(1, p(2, 2)).await;
+    cluster.must_store_get_equal(2, b"k1", Some(b"v1")).await;
+    cluster.must_store_get_equal(2, b"k2", Some(b"v2")).await;
+    cluster.must_store_get_equal(2, b"k3", Some(b"v3")).await;
+
+    // Peer id 4 was used on store 4 earlier; now it lives on store 2.
+    cluster.must_remove_peer(1, p(2, 2)).await;
+    cluster.must_add_peer(1, p(4, 2)).await;
+    cluster.must_remove_peer(1, p(3, 3)).await;
+    cluster.must_put(b"k4", b"v4").await;
+    cluster.must_store_get_equal(2, b"k1", Some(b"v1")).await;
+    cluster.must_store_get_equal(2, b"k4", Some(b"v4")).await;
+    cluster.must_store_get_equal(3, b"k1", None).await;
+    cluster.must_store_get_equal(3, b"k4", None).await;
+    assert_eq!(cluster.scheduler().with(|s| s.conf_ver_violations()), 0);
+    cluster.shutdown().await;
+}
+
+#[actix::test]
+async fn remove_leader() {
+    crate::harness::init();
+    let cluster = Cluster::new(5, Config::for_tests());
+    cluster.start().await;
+    cluster.must_transfer_leader(1, p(1, 1)).await;
+    cluster.must_remove_peer(1, p(1, 1)).await;
+    cluster.must_put(b"k0", b"v0").await;
+    cluster.must_store_get_equal(2, b"k0", Some(b"v0")).await;
+    assert_eq!(cluster.store_get(1, b"k0"), None);
+
+    cluster.must_add_peer(1, p(1, 1)).await;
+    cluster.must_transfer_leader(1, p(1, 1)).await;
+    cluster.must_put(b"k1", b"v1").await;
+    cluster.must_store_get_equal(1, b"k0", Some(b"v0")).await;
+    cluster.must_store_get_equal(1, b"k1", Some(b"v1")).await;
+
+    for id in 2..=4 {
+        cluster.must_remove_peer(1, p(id, id)).await;
+    }
+    // The leader of a two-peer region removes itself.
+    cluster.must_remove_peer(1, p(1, 1)).await;
+    cluster.must_put(b"k2", b"v2").await;
+    assert_eq!(cluster.leader_of_region(1).await, Some(p(5, 5)));
+    cluster.must_store_get_equal(5, b"k2", Some(b"v2")).await;
+    assert_eq!(cluster.store_get(1, b"k2"), None);
+
+    cluster.must_add_peer(1, p(1, 1)).await;
+    cluster.must_put(b"k3", b"v3").await;
+    cluster.must_store_get_equal(1, b"k3", Some(b"v3")).await;
+    assert_eq!(cluster.store_get(3, b"k3"), None);
+    cluster.shutdown().await;
+}
