@@ -139,6 +139,14 @@ impl SimNetwork {
         };
         let Some(src) = src else { return };
         let allowed = self.filters.read().iter().all(|f| f.allows(&msg));
+        tracing::trace!(
+            from = from_store,
+            to = store_of(&msg.to_peer),
+            region_id = msg.region_id,
+            msg_type = msg.msg_type,
+            allowed,
+            "network"
+        );
         let dst = match dst {
             Some(dst) if allowed => dst,
             _ => {

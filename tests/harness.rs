@@ -94,6 +94,29 @@ async fn faults(cluster: Cluster, w: Workload, seed: u64, done: Arc<AtomicBool>)
     }
 }
 
+/// Adds and removes peers at random until `done`: for a random region and
+/// store, adds a peer there if the region has none, else removes it (never
+/// the last one).
+async fn conf_changer(cluster: Cluster, seed: u64, done: Arc<AtomicBool>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    while !done.load(Ordering::Relaxed) {
+        let regions = cluster.regions();
+        let region = regions[rng.gen_range(0..regions.len())].region.clone();
+        let store = rng.gen_range(1..=STORES);
+        match region.peers.iter().find(|p| p.store_id == store) {
+            Some(p) if region.peers.len() > 1 => cluster.must_remove_peer(region.id, *p).await,
+            Some(_) => {}
+            None => {
+                cluster
+                    .must_add_peer(region.id, cluster.alloc_peer(store))
+                    .await
+            }
+        }
+        let pause = rng.gen_range(0..200);
+        actix_rt::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
 /// Runs the generic workload and its checks.
 pub async fn run(w: Workload) {
     init();
@@ -117,9 +140,15 @@ pub async fn run(w: Workload) {
             .map(|c| actix_rt::spawn(client(cluster.clone(), c, rng.gen(), done.clone())))
             .collect();
         let injector = actix_rt::spawn(faults(cluster.clone(), w.clone(), rng.gen(), done.clone()));
+        let changer = w
+            .conf_change
+            .then(|| actix_rt::spawn(conf_changer(cluster.clone(), rng.gen(), done.clone())));
         actix_rt::time::sleep(ROUND_DURATION).await;
         done.store(true, Ordering::Relaxed);
         injector.await.expect("fault injector does not panic");
+        if let Some(c) = changer {
+            c.await.expect("conf changer does not panic");
+        }
         cluster.clear_filters();
         let mut results = Vec::new();
         for h in clients {

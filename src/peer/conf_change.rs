@@ -61,13 +61,28 @@ impl Peer {
             // A leader never removes itself: it hands leadership to the most
             // up-to-date follower, which removes it as a follower. The
             // scheduler re-sends the operator to the new leader.
+            // Only a follower that needs no snapshot can take over quickly.
+            let truncated = self.storage().truncated_index();
             let to = region
                 .peers
                 .iter()
                 .filter(|p| p.id != self.meta.id)
-                .max_by_key(|p| raft.prs().get(p.id).map_or(0, |pr| pr.matched))
-                .map(|p| p.id)
-                .expect("a region of two or more peers has another peer");
+                .filter_map(|p| raft.prs().get(p.id).map(|pr| (p.id, pr.matched)))
+                .filter(|(_, matched)| *matched > truncated)
+                .max_by_key(|(_, matched)| *matched)
+                .map(|(id, _)| id);
+            if let Some(busy) = raft.lead_transferee {
+                return Err(Error::Other(format!(
+                    "peer {} is the leader and is handing over to {busy} before its removal; retry later",
+                    self.meta.id
+                )));
+            }
+            let Some(to) = to else {
+                return Err(Error::Other(format!(
+                    "peer {} is the leader and no follower is caught up to take over; retry later",
+                    self.meta.id
+                )));
+            };
             self.raft.transfer_leader(to);
             return Err(Error::Other(format!(
                 "peer {} is the leader: transferring leadership to {to} before removing it",

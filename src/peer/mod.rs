@@ -78,6 +78,9 @@ pub struct Peer {
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
     pub pending_remove: bool,
+    /// The vote requests of the current campaign, re-sent every tick while
+    /// it lasts (see `on_tick`).
+    campaign: Vec<RaftMessage>,
 }
 
 impl Peer {
@@ -97,10 +100,8 @@ impl Peer {
             applied: storage.applied_index(),
             max_size_per_msg: cfg.raft_max_size_per_msg,
             max_inflight_msgs: cfg.raft_max_inflight_msgs,
-            // A leader cut off from a quorum steps down (thesis §6.2), and a
-            // rejoining peer cannot depose a healthy leader (pre-vote, §9.6).
-            check_quorum: true,
-            pre_vote: true,
+            check_quorum: cfg.raft_check_quorum,
+            pre_vote: cfg.raft_pre_vote,
             ..Default::default()
         };
         raft_cfg.validate()?;
@@ -121,6 +122,7 @@ impl Peer {
             heartbeat_now: false,
             region_changed: None,
             pending_remove: false,
+            campaign: Vec::new(),
         })
     }
 
@@ -184,6 +186,7 @@ impl Peer {
     pub fn on_tick(&mut self) -> Option<RegionHeartbeatRequest> {
         self.ticks += 1;
         self.raft.tick();
+        self.resend_campaign();
         if !self.is_leader() {
             return None;
         }
@@ -200,6 +203,21 @@ impl Peer {
             return Some(self.heartbeat_request());
         }
         None
+    }
+
+    /// raft-rs sends a candidate's vote requests once per election; on a
+    /// lossy network most elections then fail and a region stays leaderless
+    /// for several timeouts. A candidate re-sends them every tick instead:
+    /// duplicates are harmless (a vote for the same candidate in the same term
+    /// is granted again, and votes are counted per voter).
+    fn resend_campaign(&mut self) {
+        use raft::StateRole::{Candidate, PreCandidate};
+        let campaigning = matches!(self.raft.raft.state, Candidate | PreCandidate);
+        if !campaigning {
+            self.campaign.clear();
+            return;
+        }
+        self.outbox.extend(self.campaign.iter().cloned());
     }
 
     /// Takes a pending "report at once" request (after a role or region change).
@@ -243,6 +261,24 @@ impl Peer {
         }
     }
 
+    /// Remembers the vote requests of a new campaign for `resend_campaign`.
+    pub(crate) fn note_campaign(
+        &mut self,
+        msg: &RaftMessage,
+        msg_type: eraftpb::MessageType,
+        term: u64,
+    ) {
+        use eraftpb::MessageType::{MsgRequestPreVote, MsgRequestVote};
+        if !matches!(msg_type, MsgRequestVote | MsgRequestPreVote) {
+            return;
+        }
+        let current = self.campaign.first().map(|c| (c.msg_type, term_of(c)));
+        if current != Some((msg.msg_type, term)) {
+            self.campaign.clear();
+        }
+        self.campaign.push(msg.clone());
+    }
+
     pub(crate) fn wrap_raft_message(&self, m: eraftpb::Message) -> Option<RaftMessage> {
         let to = *self.peer_cache.get(&m.to)?;
         let region = self.region();
@@ -258,4 +294,10 @@ impl Peer {
             message: m.write_to_bytes().ok()?,
         })
     }
+}
+
+/// The term of a wrapped raft message (0 if it cannot be decoded).
+fn term_of(msg: &RaftMessage) -> u64 {
+    let mut m = eraftpb::Message::default();
+    m.merge_from_bytes(&msg.message).map_or(0, |_| m.term)
 }

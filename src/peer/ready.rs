@@ -98,7 +98,10 @@ impl Peer {
 
     fn push_messages(&mut self, msgs: Vec<eraftpb::Message>) {
         for m in msgs {
+            let msg_type = m.get_msg_type();
+            let term = m.term;
             if let Some(rm) = self.wrap_raft_message(m) {
+                self.note_campaign(&rm, msg_type, term);
                 self.outbox.push(rm);
             }
         }

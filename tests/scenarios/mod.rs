@@ -1,4 +1,5 @@
 mod basic;
+mod conf_change;
 mod generic;
 mod hand;
 mod membership;
