@@ -18,6 +18,9 @@ pub struct Config {
     pub raft_check_quorum: bool,
     /// Candidates first ask whether they could win (thesis §9.6), so a
     /// rejoining peer cannot depose a healthy leader by inflating its term.
+    /// With it (or check-quorum) a peer also answers a stale leader's
+    /// messages with its higher term, without which a leader that missed a
+    /// term change is never told and its followers stay deaf to it.
     pub raft_pre_vote: bool,
     /// Upper bound on the bytes of entries in one append message.
     pub raft_max_size_per_msg: u64,
@@ -73,14 +76,12 @@ impl Config {
     /// split check every 100 ms, region heartbeat every 100 ms. Log GC and
     /// split are effectively off until a scenario lowers their limits.
     ///
-    /// Check-quorum and pre-vote are off: the scenarios drop up to half of
-    /// all messages, and under such loss a two-peer region with check-quorum
-    /// loses its leader every few hundred milliseconds while pre-vote doubles
-    /// the round trips an election needs. Production keeps both on.
+    /// Check-quorum is off: the scenarios drop up to half of all messages,
+    /// and under such loss a two-peer region with check-quorum loses its
+    /// leader every few hundred milliseconds. Production keeps it on.
     pub fn for_tests() -> Self {
         Config {
             raft_check_quorum: false,
-            raft_pre_vote: false,
             raft_base_tick_interval: Duration::from_millis(50),
             raft_heartbeat_ticks: 2,
             raft_election_timeout_ticks: 10,

@@ -79,8 +79,11 @@ pub struct Peer {
     /// This peer applied its own removal and must be destroyed.
     pub pending_remove: bool,
     /// The vote requests of the current campaign, re-sent every tick while
-    /// it lasts (see `on_tick`).
+    /// it lasts (see `resend_campaign`).
     campaign: Vec<RaftMessage>,
+    /// The MsgTimeoutNow of a leadership transfer under way, re-sent every
+    /// tick while it lasts.
+    handover: Option<RaftMessage>,
 }
 
 impl Peer {
@@ -123,6 +126,7 @@ impl Peer {
             region_changed: None,
             pending_remove: false,
             campaign: Vec::new(),
+            handover: None,
         })
     }
 
@@ -215,9 +219,15 @@ impl Peer {
         let campaigning = matches!(self.raft.raft.state, Candidate | PreCandidate);
         if !campaigning {
             self.campaign.clear();
-            return;
         }
         self.outbox.extend(self.campaign.iter().cloned());
+        // Likewise a lost MsgTimeoutNow stalls a transfer (and every proposal)
+        // for an election timeout. A duplicate is harmless: the transferee
+        // ignores it once it campaigns, and a stale term once it has won.
+        if !self.is_leader() || self.raft.raft.lead_transferee.is_none() {
+            self.handover = None;
+        }
+        self.outbox.extend(self.handover.iter().cloned());
     }
 
     /// Takes a pending "report at once" request (after a role or region change).
@@ -268,7 +278,11 @@ impl Peer {
         msg_type: eraftpb::MessageType,
         term: u64,
     ) {
-        use eraftpb::MessageType::{MsgRequestPreVote, MsgRequestVote};
+        use eraftpb::MessageType::{MsgRequestPreVote, MsgRequestVote, MsgTimeoutNow};
+        if msg_type == MsgTimeoutNow {
+            self.handover = Some(msg.clone());
+            return;
+        }
         if !matches!(msg_type, MsgRequestVote | MsgRequestPreVote) {
             return;
         }
