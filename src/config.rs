@@ -62,7 +62,7 @@ impl Default for Config {
             split_region_check_tick_interval: Duration::from_secs(10),
             region_max_size_bytes: 144 * 1024 * 1024,
             region_split_size_bytes: 96 * 1024 * 1024,
-            region_heartbeat_tick_interval: Duration::from_secs(10),
+            region_heartbeat_tick_interval: Duration::from_secs(1),
             store_heartbeat_tick_interval: Duration::from_secs(10),
             snapshot_chunk_size_bytes: 1024 * 1024,
             sled_cache_capacity_bytes: 256 * 1024 * 1024,

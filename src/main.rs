@@ -44,6 +44,13 @@ enum Command {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Measure membership changes instead: leader transfers and one
+        /// add-peer caught up by snapshot after writing --keys keys.
+        #[arg(long)]
+        membership: bool,
+        /// Keys written before the add-peer of --membership.
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
     },
 }
 
@@ -54,6 +61,9 @@ const HELP: &str = "commands:
   scan [<start> [<end>]] list keys in [start, end)
   regions                list regions: range, epoch, peers, leader
   stores                 list stores
+  transfer-leader <region> <store>   move a region's leadership to its peer on a store
+  add-peer <region> <store>          add a replica of a region on a store
+  remove-peer <region> <store>       remove a region's replica from a store
   help                   this text
   quit                   stop the cluster and exit";
 
@@ -73,7 +83,15 @@ fn main() -> anyhow::Result<()> {
             clients,
             value_size,
             seconds,
+            membership,
+            keys,
         } => {
+            if membership {
+                let report = actix::System::new()
+                    .block_on(tessel::bench::run_membership(keys, value_size))?;
+                println!("{report}");
+                return Ok(());
+            }
             anyhow::ensure!(
                 (1..=9).contains(&stores),
                 "--stores must be between 1 and 9"
@@ -177,12 +195,63 @@ async fn run_command(cluster: &Cluster, words: &[&str]) -> anyhow::Result<String
         }
         ["scan", ..] => usage("scan [<start> [<end>]]"),
         ["regions"] => Ok(regions(cluster)),
+        ["transfer-leader" | "add-peer" | "remove-peer", region, store] => {
+            membership(cluster, words[0], region, store).await
+        }
+        ["transfer-leader" | "add-peer" | "remove-peer", ..] => {
+            usage(&format!("{} <region> <store>", words[0]))
+        }
         ["stores"] => Ok(stores(cluster)),
         _ => Err(anyhow::anyhow!(
             "unknown command {:?}; try `help`",
             words.join(" ")
         )),
     }
+}
+
+/// Carries out a membership command through the scheduler, as an operator
+/// would, and waits (5 s at most) for the scheduler to see it done.
+async fn membership(
+    cluster: &Cluster,
+    cmd: &str,
+    region: &str,
+    store: &str,
+) -> anyhow::Result<String> {
+    let region_id: u64 = region.parse().context("<region> must be a region id")?;
+    let store_id: u64 = store.parse().context("<store> must be a store id")?;
+    anyhow::ensure!(
+        cluster.store_ids().contains(&store_id),
+        "no store {store_id} in this cluster"
+    );
+    let info = cluster
+        .regions()
+        .into_iter()
+        .find(|r| r.region.id == region_id)
+        .with_context(|| format!("no region {region_id}"))?;
+    let existing = info
+        .region
+        .peers
+        .iter()
+        .find(|p| p.store_id == store_id)
+        .copied();
+    let start = std::time::Instant::now();
+    let outcome = match (cmd, existing) {
+        ("add-peer", Some(p)) => anyhow::bail!("store {store_id} already has peer {}", p.id),
+        ("add-peer", None) => {
+            let peer = cluster.alloc_peer(store_id);
+            cluster.try_add_peer(region_id, peer).await.map(|_| peer)
+        }
+        (_, None) => anyhow::bail!("region {region_id} has no peer on store {store_id}"),
+        ("remove-peer", Some(p)) => cluster.try_remove_peer(region_id, p).await.map(|_| p),
+        (_, Some(p)) => cluster.try_transfer_leader(region_id, p).await.map(|_| p),
+    };
+    let peer = outcome?;
+    Ok(format!(
+        "{cmd} done: peer {} on store {} ({} ms)",
+        peer.id,
+        peer.store_id,
+        start.elapsed().as_millis()
+    ))
 }
 
 fn show_key(k: &[u8]) -> String {
