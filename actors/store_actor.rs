@@ -21,21 +21,10 @@ use crate::proto::metapb::{self, Region};
 use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
-use crate::region::{is_epoch_stale, ranges_overlap};
+use crate::region::{is_epoch_stale, range_key, ranges_overlap};
 use crate::storage::engine::get_msg;
 use crate::storage::{Engines, SnapManager};
 use crate::{RegionId, StoreId};
-
-/// End keys ordered with "" as +infinity, for the range map.
-fn range_key(end_key: &[u8]) -> Vec<u8> {
-    if end_key.is_empty() {
-        vec![1]
-    } else {
-        let mut k = vec![0];
-        k.extend_from_slice(end_key);
-        k
-    }
-}
 
 pub struct StoreActor {
     store_id: StoreId,

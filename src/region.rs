@@ -36,6 +36,20 @@ fn exceeds_end_key_or_inf(start: &[u8], end: &[u8]) -> bool {
     end.is_empty() || start < end
 }
 
+/// A region's end key as a map key ordering regions by range: an empty end
+/// (+infinity) sorts after every other end key. The region of a key `k` is
+/// the first entry strictly above `0x00 k` (a key is never +infinity).
+pub fn range_key(end_key: &[u8]) -> Vec<u8> {
+    if end_key.is_empty() {
+        vec![1]
+    } else {
+        let mut k = Vec::with_capacity(end_key.len() + 1);
+        k.push(0);
+        k.extend_from_slice(end_key);
+        k
+    }
+}
+
 pub fn epoch(region: &Region) -> RegionEpoch {
     region.region_epoch.unwrap_or_default()
 }

@@ -15,7 +15,7 @@ use crate::proto::schedulerpb::{
     AskSplitResponse, Operator, OperatorKind, RegionHeartbeatRequest, RegionHeartbeatResponse,
     StoreStats,
 };
-use crate::region::{epoch, is_epoch_stale, key_in_region, ranges_overlap};
+use crate::region::{epoch, is_epoch_stale, key_in_region, range_key, ranges_overlap};
 use crate::{RegionId, StoreId};
 
 pub use client::{LocalSchedulerClient, SchedulerClient};
@@ -35,18 +35,6 @@ pub enum SchedulerError {
     StaleRegion { region_id: RegionId },
     #[error("{0}")]
     Invalid(String),
-}
-
-/// End keys ordered with "" as +infinity.
-fn range_key(end_key: &[u8]) -> Vec<u8> {
-    if end_key.is_empty() {
-        vec![1]
-    } else {
-        let mut k = Vec::with_capacity(end_key.len() + 1);
-        k.push(0);
-        k.extend_from_slice(end_key);
-        k
-    }
 }
 
 #[derive(Debug, Default)]
@@ -245,6 +233,7 @@ impl Scheduler {
 
     /// The region holding `key`, as last reported.
     pub fn get_region(&self, key: &[u8]) -> Option<RegionInfo> {
+        // A key (unlike an end key) is never +infinity, even when empty.
         let mut lookup = vec![0];
         lookup.extend_from_slice(key);
         let (_, id) = self
