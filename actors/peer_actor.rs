@@ -21,6 +21,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::peer::{MessageVerdict, Peer};
 
+/// Client commands that may wait in one peer's mailbox.
+const PEER_MAILBOX_CAPACITY: usize = 4096;
+
 /// What every peer actor of a store shares.
 #[derive(Clone)]
 pub struct PeerDeps {
@@ -157,6 +160,9 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounds the client commands waiting for this peer (the router answers
+        // ServerIsBusy beyond it); raft messages are not bounded by it.
+        ctx.set_mailbox_capacity(PEER_MAILBOX_CAPACITY);
         ctx.run_interval(self.deps.cfg.raft_base_tick_interval, |act, ctx| {
             act.on_tick(ctx)
         });

@@ -70,11 +70,19 @@ impl Router {
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
         match self.peer(region_id) {
             Some(addr) => {
-                // A stopped actor hands the message back: answer it here.
-                if let Err(SendError::Closed(p) | SendError::Full(p)) =
-                    addr.try_send(Propose { request, cb })
-                {
-                    let _ = p.cb.send(error_response(Error::RegionNotFound(region_id)));
+                // The peer's mailbox is bounded: a full one is backpressure
+                // the client can act on, a closed one a peer that is gone.
+                match addr.try_send(Propose { request, cb }) {
+                    Ok(()) => {}
+                    Err(SendError::Full(p)) => {
+                        let busy = Error::ServerIsBusy(format!(
+                            "region {region_id} has too many commands queued"
+                        ));
+                        let _ = p.cb.send(error_response(busy));
+                    }
+                    Err(SendError::Closed(p)) => {
+                        let _ = p.cb.send(error_response(Error::RegionNotFound(region_id)));
+                    }
                 }
             }
             None => {
