@@ -194,6 +194,7 @@ impl Peer {
         if !self.is_leader() {
             return None;
         }
+        self.reprobe_followers();
         if self
             .ticks
             .is_multiple_of(self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval))
@@ -228,6 +229,33 @@ impl Peer {
             self.handover = None;
         }
         self.outbox.extend(self.handover.iter().cloned());
+    }
+
+    /// A follower the leader is probing gets one append per successful
+    /// heartbeat round trip in raft-rs; when half the messages are lost that
+    /// is a few a second, and a lagging follower (or a new one) takes many
+    /// seconds to catch up. The leader re-sends the probe every tick instead,
+    /// exactly as a heartbeat response would (resume, then send_append).
+    fn reprobe_followers(&mut self) {
+        use raft::ProgressState;
+        let me = self.meta.id;
+        let last = self.raft.raft.raft_log.last_index();
+        let lagging: Vec<u64> = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| {
+                **id != me && pr.state == ProgressState::Probe && pr.paused && pr.matched < last
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lagging {
+            if let Some(pr) = self.raft.raft.mut_prs().get_mut(id) {
+                pr.resume();
+            }
+            self.raft.raft.send_append(id);
+        }
     }
 
     /// Takes a pending "report at once" request (after a role or region change).
