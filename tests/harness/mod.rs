@@ -146,10 +146,12 @@ pub async fn run(w: Workload) {
         actix_rt::time::sleep(ROUND_DURATION).await;
         done.store(true, Ordering::Relaxed);
         injector.await.expect("fault injector does not panic");
+        // Faults stop together: the network heals before the conf changer's
+        // last change is waited for, as SCENARIOS.md orders it.
+        cluster.clear_filters();
         if let Some(c) = changer {
             c.await.expect("conf changer does not panic");
         }
-        cluster.clear_filters();
         let mut results = Vec::new();
         for h in clients {
             results.push(h.await.expect("client does not panic"));

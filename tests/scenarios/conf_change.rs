@@ -30,7 +30,6 @@ async fn conf_change_recover_many_clients() {
 }
 
 #[actix::test]
-#[ignore = "fails about half the runs: under the accumulating drop filters (~60% loss late in a round) a membership change can take longer than the 5 s the scenario allows; see the closing note of the membership issue"]
 async fn conf_change_unreliable() {
     run(Workload {
         unreliable: true,
@@ -40,7 +39,6 @@ async fn conf_change_unreliable() {
 }
 
 #[actix::test]
-#[ignore = "fails about half the runs: under the accumulating drop filters (~60% loss late in a round) a membership change can take longer than the 5 s the scenario allows; see the closing note of the membership issue"]
 async fn conf_change_unreliable_recover() {
     run(Workload {
         unreliable: true,
@@ -51,7 +49,6 @@ async fn conf_change_unreliable_recover() {
 }
 
 #[actix::test]
-#[ignore = "fails about half the runs: under the accumulating drop filters (~60% loss late in a round) a membership change can take longer than the 5 s the scenario allows; see the closing note of the membership issue"]
 async fn conf_change_snapshot_unreliable_recover() {
     run(Workload {
         unreliable: true,
@@ -63,7 +60,6 @@ async fn conf_change_snapshot_unreliable_recover() {
 }
 
 #[actix::test]
-#[ignore = "fails about half the runs: under the accumulating drop filters (~60% loss late in a round) a membership change can take longer than the 5 s the scenario allows; see the closing note of the membership issue"]
 async fn conf_change_snapshot_unreliable_recover_partitions() {
     run(Workload {
         unreliable: true,
