@@ -194,6 +194,12 @@ impl Handler<StepRaft> for PeerActor {
         if self.destroyed {
             return;
         }
+        if msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32 {
+            if let Err(e) = self.peer.check_snapshot_file(&msg) {
+                tracing::warn!(error = %e, "snapshot refused");
+                return;
+            }
+        }
         match self.peer.judge_message(&msg) {
             MessageVerdict::Step => {
                 if let Err(e) = self.peer.on_raft_message(msg) {
@@ -231,6 +237,9 @@ impl Handler<Persisted> for PeerActor {
     fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
+        if self.destroyed {
+            return;
+        }
         self.peer.on_persisted(msg.number);
         for m in self.peer.take_outbox() {
             self.deps.transport.send(m);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::{debug, error, info, info_span};
+use tracing::{debug, error, info, info_span, warn};
 
 use super::msg::{PeerDestroyed, RegionChanged, StepRaft, StoreHeartbeat};
 use super::peer_actor::{PeerActor, PeerDeps};
@@ -134,6 +134,7 @@ impl StoreActor {
             peer_id = to.id,
             "creating peer from a message"
         );
+        crate::storage::PeerStorage::clear_stale_log(&self.engines, msg.region_id)?;
         self.spawn(region, to).map(Some)
     }
 
@@ -154,6 +155,14 @@ impl StoreActor {
         for state in self.engines.region_states()? {
             let Some(region) = state.region else { continue };
             if state.state != PeerState::Normal as i32 {
+                continue;
+            }
+            if find_peer(&region, self.store_id).is_none() {
+                // It applied its own removal and crashed before its tombstone.
+                warn!(
+                    region_id = region.id,
+                    "region without a peer here; not started"
+                );
                 continue;
             }
             self.spawn_peer(region)?;

@@ -57,6 +57,9 @@ impl Peer {
                     }
                 },
                 EntryType::EntryConfChange => {
+                    // Raft may generate a snapshot while taking the change in:
+                    // the writes before it must already be in the tree.
+                    self.commit_batch(&mut batch)?;
                     batch.dirty = true;
                     match self.apply_conf_change_entry(&e, &mut batch.wb) {
                         Ok(applied) => {
@@ -129,9 +132,11 @@ impl Peer {
                 break;
             }
             let p = self.proposals.pop_front().expect("front checked above");
-            let answer = match resp.take() {
-                Some(r) if p.index == index && p.term == term => r,
-                _ => error_response(Error::StaleCommand),
+            let answer = if p.index == index && p.term == term {
+                resp.take()
+                    .unwrap_or_else(|| error_response(Error::StaleCommand))
+            } else {
+                error_response(Error::StaleCommand)
             };
             batch.answers.push((p.cb, answer));
         }

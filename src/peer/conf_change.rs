@@ -216,6 +216,10 @@ impl Peer {
     /// peer that a removal never reached is garbage-collected.
     pub fn judge_message(&self, msg: &crate::proto::raft_serverpb::RaftMessage) -> MessageVerdict {
         use crate::region::{epoch, find_peer_by_id};
+        if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
+            // Meant for another incarnation of this region's peer here.
+            return MessageVerdict::Drop;
+        }
         let ours = epoch(self.region());
         let theirs = msg.region_epoch.unwrap_or_default();
         if msg.is_tombstone {
@@ -295,5 +299,20 @@ impl Peer {
             requests: vec![],
             admin_request: Some(admin),
         })
+    }
+}
+
+impl Peer {
+    /// Refuses a MsgSnapshot whose file is missing, short or corrupt.
+    pub fn check_snapshot_file(
+        &self,
+        msg: &crate::proto::raft_serverpb::RaftMessage,
+    ) -> Result<()> {
+        let mut m = raft::eraftpb::Message::default();
+        m.merge_from_bytes(&msg.message)?;
+        let data =
+            crate::proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().data.as_ref())?;
+        let path = self.storage().snap_manager().path(&data.file_name)?;
+        crate::storage::snapshot::verify(&path, &data)
     }
 }

@@ -77,7 +77,15 @@ impl Peer {
             _ => self.propose_normal(&req),
         };
         match result {
-            Ok((index, term)) => self.proposals.push_back(Proposal { index, term, cb }),
+            Ok((index, term)) => {
+                // Proposals at this index or later lost their entries to the
+                // log this leader now extends: they can never be applied.
+                while self.proposals.back().is_some_and(|p| p.index >= index) {
+                    let stale = self.proposals.pop_back().expect("back checked above");
+                    let _ = stale.cb.send(error_response(Error::StaleCommand));
+                }
+                self.proposals.push_back(Proposal { index, term, cb })
+            }
             Err(e) => {
                 let _ = cb.send(error_response(e));
             }

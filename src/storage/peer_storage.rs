@@ -113,11 +113,19 @@ impl PeerStorage {
         if !raft_state.hard_state.is_empty() {
             hard_state.merge_from_bytes(&raft_state.hard_state)?;
         }
+        let mut raft_state = raft_state;
         if !region.peers.is_empty() && raft_state.last_index < apply_state.applied_index {
-            return Err(Error::Other(format!(
-                "region {} last index {} is behind applied index {}",
-                region.id, raft_state.last_index, apply_state.applied_index
-            )));
+            let truncated = apply_state.truncated_state.unwrap_or_default();
+            if truncated.index != apply_state.applied_index {
+                return Err(Error::Other(format!(
+                    "region {} last index {} is behind applied index {}",
+                    region.id, raft_state.last_index, apply_state.applied_index
+                )));
+            }
+            // A crash between a snapshot's kv batch and its raft batch: the
+            // snapshot is fully applied, the log simply restarts after it.
+            raft_state.last_index = truncated.index;
+            raft_state.last_term = truncated.term;
         }
         // The apply state records the commit point it saw; never restart with
         // a hard state that forgets it (raft-rs refuses applied > commit).
@@ -326,6 +334,28 @@ impl PeerStorage {
         Ok(())
     }
 
+    /// Deletes a region's raft log and raft state left by an earlier,
+    /// initialized peer of it on this store (a destroy cut short by a crash),
+    /// so a new peer of the region starts from an empty log. The state of a
+    /// peer that never held a log (only a hard state with its vote) is kept:
+    /// forgetting a vote could let it vote twice in one term.
+    pub fn clear_stale_log(engines: &Engines, region_id: RegionId) -> Result<()> {
+        let state: Option<RaftLocalState> =
+            get_msg(&engines.raft, &keys::raft_state_key(region_id))?;
+        if state.is_none_or(|s| s.last_index == 0) {
+            return Ok(());
+        }
+        let mut wb = sled::Batch::default();
+        let lo = keys::raft_log_key(region_id, 0);
+        let hi = keys::raft_log_key(region_id, u64::MAX);
+        for item in engines.raft.range(lo..=hi) {
+            wb.remove(item?.0);
+        }
+        wb.remove(keys::raft_state_key(region_id));
+        engines.raft.apply_batch(wb)?;
+        Ok(())
+    }
+
     /// Deletes everything this peer stored: log, raft state, apply state, and
     /// the data of its range if it was initialized. Leaves a tombstone region
     /// state with the last known region so stale messages are recognised.
@@ -402,6 +432,13 @@ impl PeerStorage {
     /// configuration lacks the receiver, such as a peer just added).
     fn snapshot_usable(&self, s: &Snapshot, request_index: u64) -> bool {
         let meta = s.get_metadata();
+        let file_exists = SnapshotData::decode(s.data.as_ref())
+            .ok()
+            .and_then(|d| self.snap_mgr.path(&d.file_name).ok())
+            .is_some_and(|p| p.exists());
+        if !file_exists {
+            return false;
+        }
         let mut voters = meta.get_conf_state().voters.clone();
         let mut members: Vec<u64> = self.region.peers.iter().map(|p| p.id).collect();
         voters.sort_unstable();

@@ -144,7 +144,10 @@ pub fn generate(
 /// `chunk` bytes (the in-process stand-in for the chunked snapshot stream).
 pub fn copy_in_chunks(src: &Path, dst: &Path, chunk: usize) -> Result<u64> {
     let mut r = File::open(src)?;
-    let tmp = dst.with_extension("recv");
+    // Two sends of the same snapshot may overlap: each writes its own file.
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dst.with_extension(format!("recv{n}"));
     let mut w = File::create(&tmp)?;
     let mut buf = vec![0u8; chunk.max(4096)];
     let mut total = 0;
@@ -161,9 +164,11 @@ pub fn copy_in_chunks(src: &Path, dst: &Path, chunk: usize) -> Result<u64> {
     Ok(total)
 }
 
-/// Reads a received snapshot file, checks it against `data`, and writes its
-/// pairs into `batch`. Returns the header (region and apply state).
-pub fn ingest(path: &Path, data: &SnapshotData, batch: &mut sled::Batch) -> Result<SnapshotHeader> {
+/// Reads a received snapshot file and checks it against `data`.
+fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
+    if data.region.is_none() {
+        return Err(Error::Other("snapshot without region".into()));
+    }
     let bytes = {
         let mut r = BufReader::new(File::open(path)?);
         let mut v = Vec::with_capacity(data.file_size as usize);
@@ -178,6 +183,19 @@ pub fn ingest(path: &Path, data: &SnapshotData, batch: &mut sled::Batch) -> Resu
             data.file_size
         )));
     }
+    Ok(bytes)
+}
+
+/// Checks a received snapshot file before raft is given its message, so a
+/// missing or corrupt file is refused instead of failing the apply.
+pub fn verify(path: &Path, data: &SnapshotData) -> Result<()> {
+    read_checked(path, data).map(|_| ())
+}
+
+/// Reads a received snapshot file, checks it against `data`, and writes its
+/// pairs into `batch`. Returns the header (region and apply state).
+pub fn ingest(path: &Path, data: &SnapshotData, batch: &mut sled::Batch) -> Result<SnapshotHeader> {
+    let bytes = read_checked(path, data)?;
     let mut buf = bytes.as_slice();
     let header = SnapshotHeader::decode_length_delimited(&mut buf)?;
     while !buf.is_empty() {
