@@ -1,0 +1,163 @@
+//! Unit tests of `PeerStorage` against a real sled database.
+use raft::eraftpb::{Entry, HardState};
+use raft::{GetEntriesContext, Storage};
+
+use super::*;
+use crate::proto::metapb::{Peer, RegionEpoch};
+
+fn region() -> Region {
+    Region {
+        id: 1,
+        start_key: vec![],
+        end_key: vec![],
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer { id: 1, store_id: 1 }],
+    }
+}
+
+fn storage(dir: &std::path::Path) -> PeerStorage {
+    let engines = Engines::open(dir, 1 << 20).unwrap();
+    write_initial_states(&engines, &region()).unwrap();
+    let mgr = SnapManager::new(dir.join("snap")).unwrap();
+    PeerStorage::new(engines, mgr, 1, region()).unwrap()
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("e{index}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+#[test]
+fn bootstrap_state_starts_at_the_initial_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    assert_eq!(s.first_index(), RAFT_INIT_LOG_INDEX + 1);
+    assert_eq!(Storage::last_index(&s).unwrap(), RAFT_INIT_LOG_INDEX);
+    assert_eq!(s.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
+    let st = s.initial_state().unwrap();
+    assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
+    assert_eq!(st.conf_state.voters, vec![1]);
+    assert!(matches!(
+        s.term(RAFT_INIT_LOG_INDEX - 1),
+        Err(raft::Error::Store(StorageError::Compacted))
+    ));
+}
+
+#[test]
+fn append_overwrites_a_conflicting_tail_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = storage(dir.path());
+        let ents: Vec<Entry> = (6..=10).map(|i| entry(i, 6)).collect();
+        let hs = HardState {
+            term: 6,
+            commit: 7,
+            ..Default::default()
+        };
+        s.save_ready(&Snapshot::default(), &ents, Some(&hs))
+            .unwrap();
+        // A new leader's entries replace 8..=10 with 8 alone.
+        s.save_ready(&Snapshot::default(), &[entry(8, 7)], None)
+            .unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 8);
+        assert_eq!(s.term(8).unwrap(), 7);
+        let got = s.entries(6, 9, None, ctx()).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![6, 7, 8]
+        );
+        // max_size still returns at least one entry.
+        assert_eq!(s.entries(6, 9, Some(0), ctx()).unwrap().len(), 1);
+        s.engines.flush().unwrap();
+    }
+    let engines = Engines::open(dir.path(), 1 << 20).unwrap();
+    let mgr = SnapManager::new(dir.path().join("snap")).unwrap();
+    let s = PeerStorage::new(engines, mgr, 1, region()).unwrap();
+    assert_eq!(Storage::last_index(&s).unwrap(), 8);
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, 7);
+    assert!(s
+        .engines
+        .raft
+        .get(keys::raft_log_key(1, 9))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn compaction_moves_the_first_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = storage(dir.path());
+    let ents: Vec<Entry> = (6..=10).map(|i| entry(i, 6)).collect();
+    s.save_ready(&Snapshot::default(), &ents, None).unwrap();
+    s.apply_state.applied_index = 9;
+    s.apply_state.truncated_state = Some(RaftTruncatedState { index: 8, term: 6 });
+    s.compact_log_to(6, 8).unwrap();
+    assert_eq!(s.first_index(), 9);
+    assert_eq!(s.term(8).unwrap(), 6);
+    assert!(matches!(
+        s.entries(7, 10, None, ctx()),
+        Err(raft::Error::Store(StorageError::Compacted))
+    ));
+    assert_eq!(s.entries(9, 11, None, ctx()).unwrap().len(), 2);
+}
+
+#[test]
+fn snapshot_is_generated_off_thread_and_replaces_data_when_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    s.engines
+        .kv
+        .insert(keys::data_key(keys::CF_LOCK, b"a"), b"1".to_vec())
+        .unwrap();
+    // The first call starts the generator and asks raft to come back.
+    let mut snap = Err(raft::Error::Store(
+        StorageError::SnapshotTemporarilyUnavailable,
+    ));
+    for _ in 0..500 {
+        snap = s.snapshot(0, 2);
+        if snap.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let snap = snap.expect("the generator finishes");
+    assert_eq!(snap.get_metadata().index, RAFT_INIT_LOG_INDEX);
+
+    // A second store receives the file and applies the snapshot over its
+    // own stale data for the same range.
+    let dir2 = tempfile::tempdir().unwrap();
+    let engines2 = Engines::open(dir2.path(), 1 << 20).unwrap();
+    engines2
+        .kv
+        .insert(keys::data_key(keys::CF_DEFAULT, b"stale"), b"x".to_vec())
+        .unwrap();
+    let mgr2 = SnapManager::new(dir2.path().join("snap")).unwrap();
+    let data = SnapshotData::decode(snap.data.as_ref()).unwrap();
+    let src = s.snap_manager().path(&data.file_name).unwrap();
+    snapshot::copy_in_chunks(&src, &mgr2.path(&data.file_name).unwrap(), 7).unwrap();
+    let uninit = Region {
+        id: 1,
+        ..Default::default()
+    };
+    let mut s2 = PeerStorage::new(engines2.clone(), mgr2, 2, uninit).unwrap();
+    let applied = s2.save_ready(&snap, &[], None).unwrap().expect("applied");
+    assert_eq!(applied.region.peers.len(), 1);
+    assert_eq!(
+        engines2.get_data(keys::CF_LOCK, b"a").unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(engines2.get_data(keys::CF_DEFAULT, b"stale").unwrap(), None);
+    assert_eq!(s2.applied_index(), RAFT_INIT_LOG_INDEX);
+    assert_eq!(s2.first_index(), RAFT_INIT_LOG_INDEX + 1);
+}
