@@ -427,23 +427,25 @@ impl PeerStorage {
     }
 
     /// A snapshot serves while it is not older than the log start (the
-    /// follower needs the entries right after it) nor the request, and its
-    /// members are the region's current ones (raft-rs refuses a snapshot whose
-    /// configuration lacks the receiver, such as a peer just added).
+    /// follower needs the entries right after it) nor the request, its file
+    /// is still there, and it was taken in the region's current epoch. The
+    /// epoch matters even when the members look the same: after "remove p,
+    /// add p back" an older snapshot lists p too, but a peer built from it
+    /// would replay its own removal and destroy itself, again and again.
     fn snapshot_usable(&self, s: &Snapshot, request_index: u64) -> bool {
         let meta = s.get_metadata();
-        let file_exists = SnapshotData::decode(s.data.as_ref())
-            .ok()
-            .and_then(|d| self.snap_mgr.path(&d.file_name).ok())
-            .is_some_and(|p| p.exists());
-        if !file_exists {
+        let Ok(data) = SnapshotData::decode(s.data.as_ref()) else {
             return false;
-        }
-        let mut voters = meta.get_conf_state().voters.clone();
-        let mut members: Vec<u64> = self.region.peers.iter().map(|p| p.id).collect();
-        voters.sort_unstable();
-        members.sort_unstable();
-        meta.index >= self.truncated_index() && meta.index >= request_index && voters == members
+        };
+        let file_exists = self
+            .snap_mgr
+            .path(&data.file_name)
+            .is_ok_and(|p| p.exists());
+        let same_epoch = data.region.and_then(|r| r.region_epoch) == self.region.region_epoch;
+        file_exists
+            && same_epoch
+            && meta.index >= self.truncated_index()
+            && meta.index >= request_index
     }
 
     fn term_of_applied(&self) -> raft::Result<u64> {
