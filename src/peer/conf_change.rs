@@ -153,6 +153,8 @@ impl Peer {
         match change {
             ConfChangeType::AddNode => {
                 self.peer_cache.insert(target.id, target);
+                let conf_ver = region.region_epoch.as_ref().map_or(0, |e| e.conf_ver);
+                self.raft.mut_store().note_peer_added(target.id, conf_ver);
             }
             ConfChangeType::RemoveNode => {
                 self.peer_cache.remove(&target.id);
@@ -216,12 +218,19 @@ impl Peer {
     /// peer that a removal never reached is garbage-collected.
     pub fn judge_message(&self, msg: &crate::proto::raft_serverpb::RaftMessage) -> MessageVerdict {
         use crate::region::{epoch, find_peer_by_id};
-        if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
-            // Meant for another incarnation of this region's peer here.
-            return MessageVerdict::Drop;
-        }
         let ours = epoch(self.region());
         let theirs = msg.region_epoch.unwrap_or_default();
+        if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
+            // Meant for another peer of this region on this store. A newer
+            // configuration placed a new peer here, so this one was removed
+            // without learning it: make way (the next message creates the
+            // new peer). Otherwise it is a stale message for an old peer.
+            return if !msg.is_tombstone && theirs.conf_ver > ours.conf_ver {
+                MessageVerdict::DestroySelf
+            } else {
+                MessageVerdict::Drop
+            };
+        }
         if msg.is_tombstone {
             // Only a sender that knows a newer membership may remove us.
             return if theirs.conf_ver > ours.conf_ver {

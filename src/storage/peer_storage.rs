@@ -9,6 +9,7 @@
 //!   and raft state change together in one raft batch.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use prost::Message as _;
@@ -26,7 +27,7 @@ use crate::proto::raft_serverpb::{
 use crate::storage::engine::{delete_data_range, get_msg, Engines};
 use crate::storage::snapshot::{self, SnapManager};
 use crate::storage::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
-use crate::{RegionId, StoreId};
+use crate::{PeerId, RegionId, StoreId};
 
 /// Where snapshot generation for this region stands.
 enum SnapState {
@@ -55,6 +56,9 @@ pub struct PeerStorage {
     snap_state: RefCell<SnapState>,
     /// The last snapshot generated, reused while it is recent enough.
     last_snapshot: RefCell<Option<Snapshot>>,
+    /// conf_ver right after each peer was last added, as applied here: a
+    /// snapshot for that peer must be at least that recent.
+    peer_added_at: HashMap<PeerId, u64>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
@@ -143,6 +147,7 @@ impl PeerStorage {
             apply_state,
             snap_state: RefCell::new(SnapState::Idle),
             last_snapshot: RefCell::new(None),
+            peer_added_at: HashMap::new(),
         })
     }
 
@@ -426,24 +431,46 @@ impl PeerStorage {
         Ok(())
     }
 
-    /// A snapshot serves while it is not older than the log start (the
-    /// follower needs the entries right after it) nor the request, its file
-    /// is still there, and it was taken in the region's current epoch. The
-    /// epoch matters even when the members look the same: after "remove p,
-    /// add p back" an older snapshot lists p too, but a peer built from it
-    /// would replay its own removal and destroy itself, again and again.
-    fn snapshot_usable(&self, s: &Snapshot, request_index: u64) -> bool {
+    /// Records that `peer` joined the region at `conf_ver`.
+    pub fn note_peer_added(&mut self, peer: PeerId, conf_ver: u64) {
+        self.peer_added_at.insert(peer, conf_ver);
+    }
+
+    /// A snapshot serves peer `to` while it is not older than the log start
+    /// (the follower needs the entries right after it) nor the request, its
+    /// file is still there, and it was taken after `to` last joined. The
+    /// last point matters even when the members look the same: after
+    /// "remove p, add p back" an older snapshot lists p too, but a peer built
+    /// from it would replay its own removal and destroy itself, again and
+    /// again. (A leader restarted since `to` joined has no record and
+    /// accepts any snapshot listing `to`: a gap left open.)
+    fn snapshot_usable(&self, s: &Snapshot, request_index: u64, to: PeerId) -> bool {
         let meta = s.get_metadata();
         let Ok(data) = SnapshotData::decode(s.data.as_ref()) else {
+            return false;
+        };
+        let Some(snap_region) = data.region else {
             return false;
         };
         let file_exists = self
             .snap_mgr
             .path(&data.file_name)
             .is_ok_and(|p| p.exists());
-        let same_epoch = data.region.and_then(|r| r.region_epoch) == self.region.region_epoch;
+        let (theirs, ours) = (
+            crate::region::epoch(&snap_region),
+            crate::region::epoch(&self.region),
+        );
+        // Other members may differ: raft replays the conf changes after the
+        // snapshot. Only `to` itself must be in it, and not from before it
+        // last joined.
+        let recent_enough = theirs.version == ours.version
+            && snap_region.peers.iter().any(|p| p.id == to)
+            && self
+                .peer_added_at
+                .get(&to)
+                .is_none_or(|added| theirs.conf_ver >= *added);
         file_exists
-            && same_epoch
+            && recent_enough
             && meta.index >= self.truncated_index()
             && meta.index >= request_index
     }
@@ -523,11 +550,11 @@ impl raft::Storage for PeerStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // A cached snapshot serves while it is not older than the log start
         // (a follower needs entries right after it) nor the request.
         if let Some(s) = self.last_snapshot.borrow().as_ref() {
-            if self.snapshot_usable(s, request_index) {
+            if self.snapshot_usable(s, request_index, to) {
                 return Ok(s.clone());
             }
         }
@@ -547,7 +574,7 @@ impl raft::Storage for PeerStorage {
         }
         *self.snap_state.borrow_mut() = SnapState::Idle;
         match ready {
-            Some(Ok(s)) if self.snapshot_usable(&s, request_index) => {
+            Some(Ok(s)) if self.snapshot_usable(&s, request_index, to) => {
                 *self.last_snapshot.borrow_mut() = Some(s.clone());
                 return Ok(s);
             }
