@@ -125,7 +125,7 @@ fn snapshot_is_generated_off_thread_and_replaces_data_when_applied() {
         StorageError::SnapshotTemporarilyUnavailable,
     ));
     for _ in 0..500 {
-        snap = s.snapshot(0, 2);
+        snap = s.snapshot(0, 1);
         if snap.is_ok() {
             break;
         }
