@@ -158,11 +158,19 @@ impl StoreActor {
                 continue;
             }
             if find_peer(&region, self.store_id).is_none() {
-                // It applied its own removal and crashed before its tombstone.
+                // It applied its own removal and crashed before its tombstone:
+                // finish the destroy now.
                 warn!(
                     region_id = region.id,
-                    "region without a peer here; not started"
+                    "region without a peer here; destroying it"
                 );
+                let mut storage = crate::storage::PeerStorage::new(
+                    self.engines.clone(),
+                    self.snap_mgr.clone(),
+                    self.store_id,
+                    region.clone(),
+                )?;
+                storage.destroy(region)?;
                 continue;
             }
             self.spawn_peer(region)?;
