@@ -101,6 +101,19 @@ pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
     engines.flush()
 }
 
+/// Deletes a region's whole raft log and its raft state in one batch.
+fn wipe_raft_state(engines: &Engines, region_id: RegionId) -> Result<()> {
+    let mut wb = sled::Batch::default();
+    let lo = keys::raft_log_key(region_id, 0);
+    let hi = keys::raft_log_key(region_id, u64::MAX);
+    for item in engines.raft.range(lo..=hi) {
+        wb.remove(item?.0);
+    }
+    wb.remove(keys::raft_state_key(region_id));
+    engines.raft.apply_batch(wb)?;
+    Ok(())
+}
+
 impl PeerStorage {
     /// Loads the states of `region` (an uninitialized region has none yet).
     pub fn new(
@@ -350,15 +363,7 @@ impl PeerStorage {
         if state.is_none_or(|s| s.last_index == 0) {
             return Ok(());
         }
-        let mut wb = sled::Batch::default();
-        let lo = keys::raft_log_key(region_id, 0);
-        let hi = keys::raft_log_key(region_id, u64::MAX);
-        for item in engines.raft.range(lo..=hi) {
-            wb.remove(item?.0);
-        }
-        wb.remove(keys::raft_state_key(region_id));
-        engines.raft.apply_batch(wb)?;
-        Ok(())
+        wipe_raft_state(engines, region_id)
     }
 
     /// Deletes everything this peer stored: log, raft state, apply state, and
@@ -382,15 +387,7 @@ impl PeerStorage {
         };
         kv_wb.insert(keys::region_state_key(region_id), state.encode_to_vec());
         self.engines.kv.apply_batch(kv_wb)?;
-        let mut raft_wb = sled::Batch::default();
-        let lo = keys::raft_log_key(region_id, 0);
-        let hi = keys::raft_log_key(region_id, u64::MAX);
-        for item in self.engines.raft.range(lo..=hi) {
-            raft_wb.remove(item?.0);
-        }
-        raft_wb.remove(keys::raft_state_key(region_id));
-        self.engines.raft.apply_batch(raft_wb)?;
-        Ok(())
+        wipe_raft_state(&self.engines, region_id)
     }
 
     fn read_entry(&self, idx: u64) -> raft::Result<Entry> {
