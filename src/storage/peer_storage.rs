@@ -282,16 +282,8 @@ impl PeerStorage {
             .ok_or_else(|| Error::Other("snapshot without region".into()))?;
         let path = self.snap_mgr.path(&data.file_name)?;
         let mut kv_wb = sled::Batch::default();
-        // Only this region's own ranges are cleared: an uninitialized peer has
-        // no range yet and must not touch any other region's data.
-        if self.is_initialized() {
-            delete_data_range(
-                &self.engines.kv,
-                &self.region.start_key,
-                &self.region.end_key,
-                &mut kv_wb,
-            )?;
-        }
+        // Only this region's own ranges are cleared, old and new.
+        self.delete_own_data(&mut kv_wb)?;
         delete_data_range(
             &self.engines.kv,
             &region.start_key,
@@ -366,20 +358,27 @@ impl PeerStorage {
         wipe_raft_state(engines, region_id)
     }
 
+    /// Deletes the data of this peer's range into `wb`. An uninitialized peer
+    /// has no range yet and must not touch any other region's data.
+    fn delete_own_data(&self, wb: &mut sled::Batch) -> Result<()> {
+        if self.is_initialized() {
+            delete_data_range(
+                &self.engines.kv,
+                &self.region.start_key,
+                &self.region.end_key,
+                wb,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Deletes everything this peer stored: log, raft state, apply state, and
     /// the data of its range if it was initialized. Leaves a tombstone region
     /// state with the last known region so stale messages are recognised.
     pub fn destroy(&mut self, tombstone: Region) -> Result<()> {
         let region_id = self.region.id;
         let mut kv_wb = sled::Batch::default();
-        if self.is_initialized() {
-            delete_data_range(
-                &self.engines.kv,
-                &self.region.start_key,
-                &self.region.end_key,
-                &mut kv_wb,
-            )?;
-        }
+        self.delete_own_data(&mut kv_wb)?;
         kv_wb.remove(keys::apply_state_key(region_id));
         let state = RegionLocalState {
             state: PeerState::Tombstone as i32,
