@@ -4,7 +4,7 @@
 use actix::prelude::*;
 
 use crate::peer::Callback;
-use crate::proto::metapb::Region;
+use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raft_cmdpb::RaftCmdRequest;
 use crate::proto::raft_serverpb::RaftMessage;
 use crate::proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
@@ -113,3 +113,92 @@ pub struct PeerDestroyed {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct SchedulerOperator(pub crate::proto::schedulerpb::RegionHeartbeatResponse);
+
+/// Measure a region and find where to split it.
+/// Sender: a leader's `PeerActor`, every split-check interval while its
+/// region may have grown. Receiver: `SplitCheckActor`, which answers the
+/// peer with [`SplitCheckResult`]. May be dropped: the next check follows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SplitCheck {
+    /// The region as the leader saw it; its epoch travels with the answer.
+    pub region: Region,
+    pub split_size: u64,
+    pub max_size: u64,
+    pub reply: Recipient<SplitCheckResult>,
+}
+
+/// What the split checker measured.
+/// Sender: `SplitCheckActor`. Receiver: the asking `PeerActor`. May be dropped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SplitCheckResult {
+    /// The epoch of the region that was scanned.
+    pub region_epoch: RegionEpoch,
+    pub size: u64,
+    pub split_key: Option<Vec<u8>>,
+}
+
+/// Split the region at `split_key` (a manual split, or a checker's or
+/// scheduler's proposal).
+/// Sender: the test kit, the playground, the scheduler client (Split
+/// operator). Receiver: the region's `PeerActor`; if it is not the leader or
+/// the epoch moved, `cb` gets NotLeader / EpochNotMatch. `cb`, if any, is
+/// answered once the split is applied (or fails).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SplitRegion {
+    /// The epoch the split key was chosen under; None: the current one.
+    pub region_epoch: Option<RegionEpoch>,
+    pub split_key: Vec<u8>,
+    pub cb: Option<Callback>,
+}
+
+/// Ask the scheduler for the ids of a split's new region and peers.
+/// Sender: a leader's `PeerActor`. Receiver: `SchedulerClientActor`, which
+/// answers the peer with [`ProposeSplit`], or `cb` with the error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AskSplit {
+    /// The region as checked, with the epoch the split must be proposed under.
+    pub region: Region,
+    pub split_key: Vec<u8>,
+    pub cb: Option<Callback>,
+    pub reply: Recipient<ProposeSplit>,
+}
+
+/// Propose the Split admin command with these ids.
+/// Sender: `SchedulerClientActor`. Receiver: the `PeerActor` that asked.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProposeSplit {
+    pub region: Region,
+    pub split_key: Vec<u8>,
+    pub ids: crate::proto::schedulerpb::AskSplitResponse,
+    pub cb: Option<Callback>,
+}
+
+/// A peer applied a split.
+/// Sender: the old region's `PeerActor`. Receiver: `StoreActor`, which
+/// records both halves and starts the new region's peer (replacing an
+/// uninitialized one). Never dropped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RegionSplit {
+    pub left: Region,
+    /// None when this store's peer of the new region was already removed
+    /// from it (its tombstone is newer than the split).
+    pub right: Option<Region>,
+    /// The old peer led its region: the new one campaigns at once.
+    pub campaign: bool,
+}
+
+/// Both halves of a split, reported by the old region's leader.
+/// Sender: `PeerActor`. Receiver: `SchedulerClientActor`. May be dropped:
+/// the halves' heartbeats carry the same news.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReportSplit {
+    pub left: Region,
+    pub right: Region,
+}

@@ -10,16 +10,23 @@ use raft::SnapshotStatus;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
-    GetPeerStatus, PeerDestroyed, PeerStatus, PersistReady, Persisted, Propose, RegionChanged,
-    RegionHeartbeat, SchedulerOperator, SnapshotReport, StepRaft,
+    AskSplit, GetPeerStatus, PeerDestroyed, PeerStatus, PersistReady, Persisted, Propose,
+    ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit, SchedulerOperator,
+    SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
+use super::split_checker::SplitCheckActor;
 use super::store_actor::StoreActor;
+use super::store_meta::SharedStoreMeta;
 use super::transport::Transport;
 use super::writer_actor::WriterActor;
 use crate::config::Config;
-use crate::error::Error;
-use crate::peer::{MessageVerdict, Peer};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::peer::{error_response, Callback, MessageVerdict, Peer};
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use crate::storage::engine::get_msg;
 
 /// Client commands that may wait in one peer's mailbox.
 const PEER_MAILBOX_CAPACITY: usize = 4096;
@@ -32,6 +39,9 @@ pub struct PeerDeps {
     pub writer: Addr<WriterActor>,
     pub store: Addr<StoreActor>,
     pub scheduler: Addr<SchedulerClientActor>,
+    pub split_checker: Addr<SplitCheckActor>,
+    /// The store's region and range maps (read here; written by the store).
+    pub meta: SharedStoreMeta,
 }
 
 pub struct PeerActor {
@@ -76,10 +86,98 @@ impl PeerActor {
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if let Some(hb) = self.peer.on_tick() {
+        if self.superseded(ctx) {
+            return;
+        }
+        let out = self.peer.on_tick();
+        if let Some(hb) = out.heartbeat {
             self.deps.scheduler.do_send(RegionHeartbeat(hb));
         }
+        if out.split_check {
+            let cfg = &self.deps.cfg;
+            self.deps.split_checker.do_send(SplitCheck {
+                region: self.peer.region().clone(),
+                split_size: cfg.region_split_size_bytes,
+                max_size: cfg.region_max_size_bytes,
+                reply: ctx.address().recipient(),
+            });
+        }
         self.schedule_ready(ctx);
+    }
+
+    /// An uninitialized peer whose region was meanwhile created on this
+    /// store by a split (its region state is on disk) has been replaced by
+    /// the split's peer: it stops without touching the region's state.
+    fn superseded(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.destroyed {
+            return true;
+        }
+        if self.peer.is_initialized() {
+            return false;
+        }
+        let kv = &self.peer.storage().engines.kv;
+        let state: Option<RegionLocalState> =
+            get_msg(kv, &keys::region_state_key(self.peer.region_id())).unwrap_or(None);
+        if state.is_some_and(|s| s.state == PeerState::Normal as i32) {
+            tracing::info!("uninitialized peer replaced by its region's split; stopping");
+            self.destroyed = true;
+            ctx.stop();
+            return true;
+        }
+        false
+    }
+
+    /// Step 1 of a split: checks on the leader, then asks the scheduler for
+    /// ids; the answer comes back as `ProposeSplit`.
+    fn start_split(
+        &mut self,
+        ctx: &mut Context<Self>,
+        checked: Option<RegionEpoch>,
+        split_key: Vec<u8>,
+        cb: Option<Callback>,
+    ) {
+        match self.peer.check_split(checked.as_ref(), &split_key) {
+            Ok(region) => {
+                debug!(split_key = ?String::from_utf8_lossy(&split_key), "asking for split ids");
+                self.deps.scheduler.do_send(AskSplit {
+                    region,
+                    split_key,
+                    cb,
+                    reply: ctx.address().recipient(),
+                });
+            }
+            Err(e) => {
+                debug!(error = %e, "split refused");
+                if let Some(cb) = cb {
+                    let _ = cb.send(error_response(e));
+                }
+            }
+        }
+    }
+
+    /// Refuses a snapshot this store cannot take: a missing or corrupt file,
+    /// or a range that another region here still holds or has reserved
+    /// (the store has not applied a split, or a removal, that the sender
+    /// already has; the leader retries later). On success the range is
+    /// reserved until the store records the applied snapshot.
+    fn check_snapshot(&self, msg: &RaftMessage) -> Result<Region> {
+        let snap_region = self.peer.check_snapshot_file(msg)?;
+        let region_id = self.peer.region_id();
+        if snap_region.id != region_id {
+            return Err(Error::Other(format!(
+                "snapshot of region {} sent to region {region_id}",
+                snap_region.id
+            )));
+        }
+        let mut meta = self.deps.meta.lock();
+        let overlapped = meta.overlapping(&snap_region.start_key, &snap_region.end_key, region_id);
+        if !overlapped.is_empty() {
+            return Err(Error::Other(format!(
+                "snapshot range overlaps regions {overlapped:?} on this store"
+            )));
+        }
+        meta.reserve_snapshot(snap_region.clone());
+        Ok(snap_region)
     }
 
     /// The Ready loop: persist, send, apply, advance, until raft is idle.
@@ -102,6 +200,21 @@ impl PeerActor {
             }
             if let Some(region) = out.region_changed {
                 self.deps.store.do_send(RegionChanged { region });
+            }
+            for split in out.splits {
+                if split.was_leader {
+                    if let Some(right) = &split.right {
+                        self.deps.scheduler.do_send(ReportSplit {
+                            left: split.left.clone(),
+                            right: right.clone(),
+                        });
+                    }
+                }
+                self.deps.store.do_send(RegionSplit {
+                    left: split.left,
+                    right: split.right,
+                    campaign: split.was_leader,
+                });
             }
             if out.destroy {
                 self.flush_outbox();
@@ -133,7 +246,7 @@ impl PeerActor {
     /// last region), answers its pending proposals, tells the store, stops.
     /// A second call does nothing.
     fn destroy(&mut self, ctx: &mut Context<Self>) {
-        if self.destroyed {
+        if self.superseded(ctx) {
             return;
         }
         self.destroyed = true;
@@ -166,6 +279,8 @@ impl Actor for PeerActor {
         ctx.run_interval(self.deps.cfg.raft_base_tick_interval, |act, ctx| {
             act.on_tick(ctx)
         });
+        // A peer born campaigning (a split's leader side) has a Ready now.
+        self.schedule_ready(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -181,6 +296,9 @@ impl Handler<HandleReady> for PeerActor {
     fn handle(&mut self, _: HandleReady, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
+        if self.superseded(ctx) {
+            return;
+        }
         self.handle_ready(ctx);
     }
 }
@@ -191,19 +309,24 @@ impl Handler<StepRaft> for PeerActor {
     fn handle(&mut self, StepRaft(msg): StepRaft, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if self.destroyed {
+        if self.superseded(ctx) {
             return;
         }
-        if msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32 {
-            if let Err(e) = self.peer.check_snapshot_file(&msg) {
-                tracing::warn!(error = %e, "snapshot refused");
-                return;
-            }
-        }
+        let is_snapshot = msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32;
         match self.peer.judge_message(&msg) {
             MessageVerdict::Step => {
+                if is_snapshot {
+                    if let Err(e) = self.check_snapshot(&msg) {
+                        debug!(error = %e, "snapshot refused");
+                        return;
+                    }
+                }
                 if let Err(e) = self.peer.on_raft_message(msg) {
                     debug!(error = %e, "raft message not stepped");
+                }
+                if is_snapshot && self.peer.raft.raft.raft_log.unstable_snapshot().is_none() {
+                    // Raft did not take it (stale): release the range.
+                    self.deps.meta.lock().cancel_snapshot(self.peer.region_id());
                 }
                 self.schedule_ready(ctx);
             }
@@ -226,6 +349,22 @@ impl Handler<Propose> for PeerActor {
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
+        if let Err(Error::EpochNotMatch {
+            message,
+            mut current_regions,
+        }) = self.peer.check_command(&msg.request)
+        {
+            // A client behind a split learns both halves held here at once.
+            if let Some(right) = self.deps.meta.lock().right_sibling(self.peer.region()) {
+                current_regions.push(right.clone());
+            }
+            let e = Error::EpochNotMatch {
+                message,
+                current_regions,
+            };
+            let _ = msg.cb.send(error_response(e));
+            return;
+        }
         self.peer.on_propose(msg.request, msg.cb);
         self.schedule_ready(ctx);
     }
@@ -291,6 +430,12 @@ impl Handler<SchedulerOperator> for PeerActor {
             return;
         }
         let Some(op) = resp.operator else { return };
+        if op.kind() == crate::proto::schedulerpb::OperatorKind::Split {
+            // Already done when the key starts this region or lies outside
+            // it; `start_split` refuses those.
+            self.start_split(ctx, None, op.split_key, None);
+            return;
+        }
         if let Some(req) = self.peer.request_for_operator(&op) {
             debug!(?op, "carrying out a scheduler operator");
             // Nobody waits for the answer: the scheduler watches heartbeats.
@@ -298,5 +443,61 @@ impl Handler<SchedulerOperator> for PeerActor {
             self.peer.on_propose(req, cb);
             self.schedule_ready(ctx);
         }
+    }
+}
+
+impl Handler<SplitCheckResult> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SplitCheckResult, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _g = span.enter();
+        if self.destroyed || !self.peer.is_leader() {
+            return;
+        }
+        let epoch = msg.region_epoch;
+        if let Some(key) = self
+            .peer
+            .on_split_check_result(&epoch, msg.size, msg.split_key)
+        {
+            self.start_split(ctx, Some(epoch), key, None);
+        }
+    }
+}
+
+impl Handler<SplitRegion> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SplitRegion, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _g = span.enter();
+        if self.superseded(ctx) {
+            if let Some(cb) = msg.cb {
+                let _ = cb.send(error_response(self.peer.not_leader()));
+            }
+            return;
+        }
+        self.start_split(ctx, msg.region_epoch, msg.split_key, msg.cb);
+    }
+}
+
+impl Handler<ProposeSplit> for PeerActor {
+    type Result = ();
+
+    /// Step 2 of a split: propose it under the epoch of step 1 (the
+    /// propose-time check refuses it if the region changed meanwhile).
+    fn handle(&mut self, msg: ProposeSplit, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _g = span.enter();
+        let cb = msg
+            .cb
+            .unwrap_or_else(|| futures::channel::oneshot::channel().0);
+        if self.destroyed {
+            let _ = cb.send(error_response(Error::RegionNotFound(self.peer.region_id())));
+            return;
+        }
+        let req = self.peer.split_request(&msg.region, msg.split_key, msg.ids);
+        self.peer.on_propose(req, cb);
+        self.schedule_ready(ctx);
     }
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, warn};
 
-use super::msg::{RegionHeartbeat, SchedulerOperator, StoreHeartbeat};
+use super::msg::{
+    AskSplit, ProposeSplit, RegionHeartbeat, ReportSplit, SchedulerOperator, StoreHeartbeat,
+};
 use super::router::Router;
+use crate::peer::error_response;
 use crate::scheduler::SchedulerClient;
 
 pub struct SchedulerClientActor {
@@ -52,6 +55,42 @@ impl Handler<StoreHeartbeat> for SchedulerClientActor {
         ctx.spawn(fut.into_actor(self).map(|res, _act, _ctx| {
             if let Err(e) = res {
                 warn!(error = %e, "store heartbeat failed");
+            }
+        }));
+    }
+}
+
+impl Handler<AskSplit> for SchedulerClientActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AskSplit, ctx: &mut Context<Self>) {
+        let fut = self.client.ask_split(msg.region.clone());
+        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
+            Ok(ids) => msg.reply.do_send(ProposeSplit {
+                region: msg.region,
+                split_key: msg.split_key,
+                ids,
+                cb: msg.cb,
+            }),
+            Err(e) => {
+                warn!(region_id = msg.region.id, error = %e, "AskSplit failed");
+                if let Some(cb) = msg.cb {
+                    let _ = cb.send(error_response(e));
+                }
+            }
+        }));
+    }
+}
+
+impl Handler<ReportSplit> for SchedulerClientActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportSplit, ctx: &mut Context<Self>) {
+        let region_id = msg.left.id;
+        let fut = self.client.report_split(msg.left, msg.right);
+        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| {
+            if let Err(e) = res {
+                debug!(region_id, error = %e, "split report refused");
             }
         }));
     }

@@ -1,19 +1,21 @@
 //! `StoreActor`: the supervisor of one store. It owns the region map (region
-//! id -> peer actor, published through the `Router`) and the range map (end
-//! key -> region id); it spawns a peer actor for every Normal region on start,
-//! receives raft messages for regions it has no peer for, and reports the
-//! store to the scheduler.
+//! id -> peer actor, published through the `Router`) and the region and range
+//! maps (`StoreMeta`, shared read-mostly with the peers); it spawns a peer
+//! actor for every Normal region on start, for the new half of every split,
+//! and for raft messages of regions it has no peer for, and reports the store
+//! to the scheduler.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use tracing::{debug, error, info, info_span, warn};
 
-use super::msg::{PeerDestroyed, RegionChanged, StepRaft, StoreHeartbeat};
+use super::msg::{PeerDestroyed, RegionChanged, RegionSplit, StepRaft, StoreHeartbeat};
 use super::peer_actor::{PeerActor, PeerDeps};
 use super::router::Router;
 use super::scheduler_client_actor::SchedulerClientActor;
+use super::split_checker::SplitCheckActor;
+use super::store_meta::SharedStoreMeta;
 use crate::error::Result;
 use crate::keys;
 use crate::peer::Peer;
@@ -21,10 +23,10 @@ use crate::proto::metapb::{self, Region};
 use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
-use crate::region::{is_epoch_stale, range_key, ranges_overlap};
+use crate::region::is_epoch_stale;
 use crate::storage::engine::get_msg;
 use crate::storage::{Engines, SnapManager};
-use crate::{RegionId, StoreId};
+use crate::StoreId;
 
 pub struct StoreActor {
     store_id: StoreId,
@@ -32,10 +34,8 @@ pub struct StoreActor {
     snap_mgr: SnapManager,
     router: Router,
     deps: PeerDeps,
-    /// Region id -> the region as this store last knew it.
-    regions: HashMap<RegionId, Region>,
-    /// Range map of initialized regions: end key -> region id.
-    ranges: BTreeMap<Vec<u8>, RegionId>,
+    /// The region and range maps; this actor is their only writer.
+    meta: SharedStoreMeta,
 }
 
 impl StoreActor {
@@ -46,27 +46,33 @@ impl StoreActor {
         router: Router,
         deps: PeerDeps,
     ) -> StoreActor {
+        let meta = deps.meta.clone();
         StoreActor {
             store_id,
             engines,
             snap_mgr,
             router,
             deps,
-            regions: HashMap::new(),
-            ranges: BTreeMap::new(),
+            meta,
         }
     }
 
-    /// Spawns the actor of one initialized region and registers it.
-    fn spawn_peer(&mut self, region: Region) -> Result<Addr<PeerActor>> {
+    /// Spawns the actor of one initialized region and registers it; a peer
+    /// born from a split of a region this store led campaigns at once.
+    fn spawn_peer(&mut self, region: Region, campaign: bool) -> Result<Addr<PeerActor>> {
         let meta = find_peer(&region, self.store_id).cloned().ok_or_else(|| {
             crate::Error::Other(format!("store has no peer in region {}", region.id))
         })?;
-        self.spawn(region, meta)
+        self.spawn(region, meta, campaign)
     }
 
-    fn spawn(&mut self, region: Region, meta: metapb::Peer) -> Result<Addr<PeerActor>> {
-        let peer = Peer::new(
+    fn spawn(
+        &mut self,
+        region: Region,
+        meta: metapb::Peer,
+        campaign: bool,
+    ) -> Result<Addr<PeerActor>> {
+        let mut peer = Peer::new(
             self.store_id,
             self.deps.cfg.clone(),
             self.engines.clone(),
@@ -74,10 +80,44 @@ impl StoreActor {
             region.clone(),
             meta,
         )?;
+        if campaign {
+            peer.raft.campaign()?;
+        }
         let addr = PeerActor::new(peer, self.deps.clone()).start();
         self.router.register(region.id, addr.clone());
-        self.update_region(region);
+        self.meta.lock().set_region(region);
         Ok(addr)
+    }
+
+    /// Records both halves of a split applied by a peer here and starts the
+    /// new half's peer. An uninitialized peer of the new region (created by
+    /// a message from its leader before this store applied the split) stops
+    /// by itself once it sees the split's state on disk; its hard state
+    /// (a vote it cast) is kept and taken over by the new peer.
+    fn on_region_split(&mut self, msg: RegionSplit) -> Result<()> {
+        self.meta.lock().set_region(msg.left);
+        let Some(right) = msg.right else {
+            return Ok(());
+        };
+        let existing = self.meta.lock().region(right.id).cloned();
+        if let Some(r) = existing {
+            if !r.peers.is_empty() {
+                warn!(
+                    region_id = right.id,
+                    "split's new region already runs here; not replaced"
+                );
+                return Ok(());
+            }
+            info!(
+                region_id = right.id,
+                "replacing the new region's uninitialized peer"
+            );
+            // Its last vote may not be durable yet and the new peer builds
+            // on it.
+            self.engines.flush()?;
+        }
+        self.spawn_peer(right, msg.campaign)?;
+        Ok(())
     }
 
     /// Creates a peer for a message from a region this store has no peer
@@ -90,7 +130,7 @@ impl StoreActor {
         let Some(to) = msg.to_peer.filter(|p| p.store_id == self.store_id) else {
             return Ok(None);
         };
-        if msg.is_tombstone || self.regions.contains_key(&msg.region_id) {
+        if msg.is_tombstone || self.meta.lock().contains(msg.region_id) {
             return Ok(None);
         }
         if !is_initial_message(msg) {
@@ -113,14 +153,17 @@ impl StoreActor {
                 return Ok(None);
             }
         }
-        let overlapped = self.ranges.values().any(|id| {
-            self.regions.get(id).is_some_and(|r| {
-                ranges_overlap(&r.start_key, &r.end_key, &msg.start_key, &msg.end_key)
-            })
-        });
-        if overlapped {
+        let overlapped = self
+            .meta
+            .lock()
+            .overlapping(&msg.start_key, &msg.end_key, msg.region_id);
+        if !overlapped.is_empty() {
+            // This store has not applied a split (or a removal) that the
+            // sender's region comes from; once it has, the sender's next
+            // message creates the peer.
             debug!(
                 region_id = msg.region_id,
+                ?overlapped,
                 "new peer would overlap a region here; refused"
             );
             return Ok(None);
@@ -135,20 +178,7 @@ impl StoreActor {
             "creating peer from a message"
         );
         crate::storage::PeerStorage::clear_stale_log(&self.engines, msg.region_id)?;
-        self.spawn(region, to).map(Some)
-    }
-
-    fn update_region(&mut self, region: Region) {
-        if let Some(old) = self.regions.get(&region.id) {
-            let k = range_key(&old.end_key);
-            if self.ranges.get(&k) == Some(&region.id) {
-                self.ranges.remove(&k);
-            }
-        }
-        if !region.peers.is_empty() {
-            self.ranges.insert(range_key(&region.end_key), region.id);
-        }
-        self.regions.insert(region.id, region);
+        self.spawn(region, to, false).map(Some)
     }
 
     fn load_regions(&mut self) -> Result<()> {
@@ -173,16 +203,16 @@ impl StoreActor {
                 storage.destroy(region)?;
                 continue;
             }
-            self.spawn_peer(region)?;
+            self.spawn_peer(region, false)?;
         }
-        info!(regions = self.regions.len(), "store started");
+        info!(regions = self.meta.lock().len(), "store started");
         Ok(())
     }
 
     fn heartbeat(&mut self) {
         let stats = StoreStats {
             store_id: self.store_id,
-            region_count: self.regions.len() as u32,
+            region_count: self.meta.lock().len() as u32,
             leader_count: 0,
             used_size: self.engines.db.size_on_disk().unwrap_or(0),
         };
@@ -233,12 +263,7 @@ impl Handler<PeerDestroyed> for StoreActor {
 
     fn handle(&mut self, msg: PeerDestroyed, _ctx: &mut Context<Self>) {
         let region_id = msg.region.id;
-        if let Some(old) = self.regions.remove(&region_id) {
-            let k = range_key(&old.end_key);
-            if self.ranges.get(&k) == Some(&region_id) {
-                self.ranges.remove(&k);
-            }
-        }
+        self.meta.lock().remove_region(region_id);
         self.router.unregister(region_id);
         info!(
             store_id = self.store_id,
@@ -253,7 +278,22 @@ impl Handler<RegionChanged> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegionChanged, _ctx: &mut Context<Self>) {
-        self.update_region(msg.region);
+        self.meta.lock().set_region(msg.region);
+    }
+}
+
+impl Handler<RegionSplit> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegionSplit, _ctx: &mut Context<Self>) {
+        let span = info_span!("store", store_id = self.store_id);
+        let _g = span.enter();
+        let right = msg.right.as_ref().map(|r| r.id);
+        if let Err(e) = self.on_region_split(msg) {
+            // The split is applied and durable with the old region's apply
+            // state; a restart starts the new region's peer from it.
+            error!(region_id = ?right, error = %e, "cannot start the new region's peer");
+        }
     }
 }
 
@@ -274,12 +314,16 @@ pub fn start_store(sc: StoreContext) -> Router {
     StoreActor::create(move |ctx| {
         let router = Router::new(sc.store_id, ctx.address());
         let scheduler = SchedulerClientActor::new(sc.scheduler, router.clone()).start();
+        let engines = sc.engines.clone();
+        let split_checker = SyncArbiter::start(1, move || SplitCheckActor::new(engines.clone()));
         let deps = PeerDeps {
             cfg: sc.cfg,
             transport: sc.transport,
             writer: sc.writer,
             store: ctx.address(),
             scheduler,
+            split_checker,
+            meta: SharedStoreMeta::default(),
         };
         let _ = tx.send(router.clone());
         StoreActor::new(sc.store_id, sc.engines, sc.snap_mgr, router, deps)

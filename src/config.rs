@@ -96,6 +96,13 @@ impl Config {
         }
     }
 
+    /// The leader asks the split checker only once this many bytes were
+    /// written to its region since the last check (a sixteenth of the split
+    /// size, as TiKV's default).
+    pub fn region_split_check_diff(&self) -> u64 {
+        (self.region_split_size_bytes / 16).max(1)
+    }
+
     /// How many base ticks make up `interval` (at least one).
     pub fn ticks_of(&self, interval: Duration) -> u64 {
         let base = self.raft_base_tick_interval.as_millis().max(1);

@@ -64,6 +64,7 @@ const HELP: &str = "commands:
   transfer-leader <region> <store>   move a region's leadership to its peer on a store
   add-peer <region> <store>          add a replica of a region on a store
   remove-peer <region> <store>       remove a region's replica from a store
+  split <key>            split the region holding key so that key starts a region
   help                   this text
   quit                   stop the cluster and exit";
 
@@ -202,6 +203,12 @@ async fn run_command(cluster: &Cluster, words: &[&str]) -> anyhow::Result<String
             usage(&format!("{} <region> <store>", words[0]))
         }
         ["stores"] => Ok(stores(cluster)),
+        ["split", key] => {
+            let region = cluster.get_region(key.as_bytes()).await;
+            cluster.try_split(region.id, key.as_bytes()).await?;
+            Ok(regions(cluster))
+        }
+        ["split", ..] => usage("split <key>"),
         _ => Err(anyhow::anyhow!(
             "unknown command {:?}; try `help`",
             words.join(" ")

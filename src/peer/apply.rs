@@ -158,6 +158,10 @@ impl Peer {
             ..Default::default()
         };
         if let Some(admin) = &req.admin_request {
+            if admin.cmd_type() == AdminCmdType::Split {
+                batch.dirty = true;
+                return self.apply_split(req, &mut batch.wb);
+            }
             if admin.cmd_type() == AdminCmdType::CompactLog {
                 if let Some(c) = &admin.compact_log {
                     self.apply_compact_log(c.compact_index, c.compact_term, batch);

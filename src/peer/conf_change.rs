@@ -312,16 +312,19 @@ impl Peer {
 }
 
 impl Peer {
-    /// Refuses a MsgSnapshot whose file is missing, short or corrupt.
+    /// Refuses a MsgSnapshot whose file is missing, short or corrupt;
+    /// returns the region the snapshot holds.
     pub fn check_snapshot_file(
         &self,
         msg: &crate::proto::raft_serverpb::RaftMessage,
-    ) -> Result<()> {
+    ) -> Result<Region> {
         let mut m = raft::eraftpb::Message::default();
         m.merge_from_bytes(&msg.message)?;
         let data =
             crate::proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().data.as_ref())?;
         let path = self.storage().snap_manager().path(&data.file_name)?;
-        crate::storage::snapshot::verify(&path, &data)
+        crate::storage::snapshot::verify(&path, &data)?;
+        data.region
+            .ok_or_else(|| Error::Other("snapshot without a region".into()))
     }
 }

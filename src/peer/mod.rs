@@ -11,6 +11,7 @@ mod apply;
 mod conf_change;
 mod propose;
 mod ready;
+mod split;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::{PeerId, RegionId, StoreId};
 
 pub use conf_change::MessageVerdict;
 pub use ready::ReadyOutcome;
+pub use split::SplitApplied;
 
 /// Answers one command, exactly once.
 pub type Callback = oneshot::Sender<RaftCmdResponse>;
@@ -51,6 +53,15 @@ pub fn error_response(e: Error) -> RaftCmdResponse {
         }),
         ..Default::default()
     }
+}
+
+/// The leader's periodic duties due after a tick.
+#[derive(Default)]
+pub struct TickOutcome {
+    /// Report the region to the scheduler.
+    pub heartbeat: Option<RegionHeartbeatRequest>,
+    /// Ask the split checker to measure the region.
+    pub split_check: bool,
 }
 
 pub struct Peer {
@@ -78,6 +89,11 @@ pub struct Peer {
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
     pub pending_remove: bool,
+    /// Splits applied since the last Ready, for the store to record.
+    splits: Vec<SplitApplied>,
+    /// (version, tick) of the last split the checker asked for, so a split
+    /// in flight is not asked for again.
+    split_asked: Option<(u64, u64)>,
     /// The vote requests of the current campaign, re-sent every tick while
     /// it lasts (see `resend_campaign`).
     campaign: Vec<RaftMessage>,
@@ -125,6 +141,8 @@ impl Peer {
             heartbeat_now: false,
             region_changed: None,
             pending_remove: false,
+            splits: Vec::new(),
+            split_asked: None,
             campaign: Vec::new(),
             handover: None,
         })
@@ -186,13 +204,14 @@ impl Peer {
     }
 
     /// One base tick: drives raft's clocks and the periodic duties of a
-    /// leader. Returns a region heartbeat when one is due.
-    pub fn on_tick(&mut self) -> Option<RegionHeartbeatRequest> {
+    /// leader (log GC, split check, region heartbeat).
+    pub fn on_tick(&mut self) -> TickOutcome {
         self.ticks += 1;
         self.raft.tick();
         self.resend_campaign();
+        let mut out = TickOutcome::default();
         if !self.is_leader() {
-            return None;
+            return out;
         }
         self.reprobe_followers();
         if self
@@ -201,13 +220,14 @@ impl Peer {
         {
             self.maybe_propose_compact_log();
         }
+        out.split_check = self.split_check_due();
         let hb = self
             .ticks
             .is_multiple_of(self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval));
         if hb || std::mem::take(&mut self.heartbeat_now) {
-            return Some(self.heartbeat_request());
+            out.heartbeat = Some(self.heartbeat_request());
         }
-        None
+        out
     }
 
     /// raft-rs sends a candidate's vote requests once per election; on a

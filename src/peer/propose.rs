@@ -71,9 +71,6 @@ impl Peer {
                 return;
             }
             Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&req),
-            Some(AdminCmdType::Split) => Err(Error::Other(
-                "splits are not available in this version".into(),
-            )),
             _ => self.propose_normal(&req),
         };
         match result {

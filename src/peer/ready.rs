@@ -22,6 +22,8 @@ pub struct ReadyOutcome {
     pub region_changed: Option<Region>,
     /// The peer applied its own removal: destroy it.
     pub destroy: bool,
+    /// Splits applied, in log order.
+    pub splits: Vec<super::SplitApplied>,
 }
 
 impl Peer {
@@ -72,6 +74,7 @@ impl Peer {
         if let Some(region) = self.region_changed.take() {
             out.region_changed = Some(region);
         }
+        out.splits = std::mem::take(&mut self.splits);
         out.destroy = self.pending_remove;
         Ok(out)
     }

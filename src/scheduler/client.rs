@@ -24,6 +24,8 @@ pub trait SchedulerClient: Send + Sync + 'static {
         req: RegionHeartbeatRequest,
     ) -> BoxFuture<'static, Result<Option<RegionHeartbeatResponse>>>;
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>>;
+    /// Reports both halves of a split applied by the old region's leader.
+    fn report_split(&self, left: Region, right: Region) -> BoxFuture<'static, Result<()>>;
 }
 
 /// A scheduler living in this process (test kit, playground).
@@ -74,5 +76,14 @@ impl SchedulerClient for LocalSchedulerClient {
 
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>> {
         Box::pin(future::ready(Ok(self.inner.lock().ask_split(&region))))
+    }
+
+    fn report_split(&self, left: Region, right: Region) -> BoxFuture<'static, Result<()>> {
+        let res = self
+            .inner
+            .lock()
+            .report_split(left, right)
+            .map_err(|e| Error::Other(e.to_string()));
+        Box::pin(future::ready(res))
     }
 }

@@ -147,7 +147,51 @@ impl Scheduler {
         let region = req
             .region
             .ok_or_else(|| SchedulerError::Invalid("heartbeat without region".into()))?;
-        let new_epoch = epoch(&region);
+        let region_id = region.id;
+        self.observe_region(RegionInfo {
+            region,
+            leader: req.leader,
+            pending_peers: req.pending_peers,
+            approximate_size: req.approximate_size,
+        })?;
+        Ok(self.pending_operator(region_id))
+    }
+
+    /// Learns both halves of a split from the old region's leader at once,
+    /// so no key is without a region in between. The new region's leader is
+    /// not known yet: the peer on the reporting leader's store campaigns.
+    pub fn report_split(&mut self, left: Region, right: Region) -> Result<(), SchedulerError> {
+        if left.end_key != right.start_key || left.end_key.is_empty() {
+            return Err(SchedulerError::Invalid(format!(
+                "split report of regions {} and {} is not contiguous",
+                left.id, right.id
+            )));
+        }
+        let old = self.regions.get(&left.id);
+        let size = old.map_or(0, |r| r.approximate_size / 2);
+        let leader = old.and_then(|r| r.leader);
+        let right_leader =
+            leader.and_then(|l| crate::region::find_peer(&right, l.store_id).copied());
+        self.observe_region(RegionInfo {
+            region: left,
+            leader,
+            approximate_size: size,
+            ..Default::default()
+        })?;
+        self.observe_region(RegionInfo {
+            region: right,
+            leader: right_leader,
+            approximate_size: size,
+            ..Default::default()
+        })
+    }
+
+    /// Records a region's latest view unless it is stale: older than what is
+    /// known for the region, or than any region overlapping it. A view
+    /// without a leader keeps the known leader if it is still a member.
+    fn observe_region(&mut self, mut info: RegionInfo) -> Result<(), SchedulerError> {
+        let region = &info.region;
+        let new_epoch = epoch(region);
         if let Some(old) = self.regions.get(&region.id) {
             let old_epoch = epoch(&old.region);
             if is_epoch_stale(&new_epoch, &old_epoch) {
@@ -181,14 +225,12 @@ impl Scheduler {
                 });
             }
         }
-        let region_id = region.id;
-        self.insert_region(RegionInfo {
-            region,
-            leader: req.leader,
-            pending_peers: req.pending_peers,
-            approximate_size: req.approximate_size,
-        });
-        Ok(self.pending_operator(region_id))
+        if info.leader.is_none() {
+            let known = self.regions.get(&region.id).and_then(|r| r.leader);
+            info.leader = known.filter(|l| region.peers.contains(l));
+        }
+        self.insert_region(info);
+        Ok(())
     }
 
     /// Schedules an operator for a region, replacing any earlier one.
@@ -330,6 +372,26 @@ mod tests {
         gone.peers.clear();
         assert!(s.region_heartbeat(hb(gone)).unwrap().is_none());
         assert!(s.operator(1).is_none());
+    }
+
+    #[test]
+    fn split_reports_record_both_halves() {
+        let mut s = Scheduler::new(10);
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        s.region_heartbeat(hb(region(1, b"", b"", 1, 1))).unwrap();
+        let mut right = region(2, b"m", b"", 1, 2);
+        right.peers = vec![Peer { id: 3, store_id: 1 }];
+        s.report_split(region(1, b"", b"m", 1, 2), right).unwrap();
+        assert_eq!(s.get_region(b"a").unwrap().region.id, 1);
+        let r = s.get_region(b"x").unwrap();
+        assert_eq!(r.region.id, 2);
+        // The new half's leader hint is its peer on the old leader's store.
+        assert_eq!(r.leader, Some(Peer { id: 3, store_id: 1 }));
+        // A late heartbeat from before the split is stale now.
+        assert!(s.region_heartbeat(hb(region(1, b"", b"", 1, 1))).is_err());
+        assert!(s
+            .report_split(region(1, b"", b"m", 1, 2), region(2, b"n", b"", 1, 2))
+            .is_err());
     }
 
     #[test]

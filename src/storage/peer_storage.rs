@@ -69,21 +69,7 @@ fn storage_err(e: impl std::fmt::Display) -> raft::Error {
 /// the first region starts with the same log position so no snapshot is needed.
 pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
     let mut kv = sled::Batch::default();
-    let apply = RaftApplyState {
-        applied_index: RAFT_INIT_LOG_INDEX,
-        truncated_state: Some(RaftTruncatedState {
-            index: RAFT_INIT_LOG_INDEX,
-            term: RAFT_INIT_LOG_TERM,
-        }),
-        commit_index: RAFT_INIT_LOG_INDEX,
-        commit_term: RAFT_INIT_LOG_TERM,
-    };
-    let state = RegionLocalState {
-        state: PeerState::Normal as i32,
-        region: Some(region.clone()),
-    };
-    kv.insert(keys::apply_state_key(region.id), apply.encode_to_vec());
-    kv.insert(keys::region_state_key(region.id), state.encode_to_vec());
+    write_initial_apply_states(region, &mut kv);
     engines.kv.apply_batch(kv)?;
     let hs = HardState {
         term: RAFT_INIT_LOG_TERM,
@@ -99,6 +85,28 @@ pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
         .raft
         .insert(keys::raft_state_key(region.id), raft_state.encode_to_vec())?;
     engines.flush()
+}
+
+/// Adds the region state and the initial apply state (everything up to the
+/// initial index applied and truncated) of a region born at the initial index
+/// to `kv`: the first region at bootstrap, a new region at a split. Its raft
+/// state needs no write: [`PeerStorage::new`] derives it from the apply state.
+pub fn write_initial_apply_states(region: &Region, kv: &mut sled::Batch) {
+    let apply = RaftApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        truncated_state: Some(RaftTruncatedState {
+            index: RAFT_INIT_LOG_INDEX,
+            term: RAFT_INIT_LOG_TERM,
+        }),
+        commit_index: RAFT_INIT_LOG_INDEX,
+        commit_term: RAFT_INIT_LOG_TERM,
+    };
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+    };
+    kv.insert(keys::apply_state_key(region.id), apply.encode_to_vec());
+    kv.insert(keys::region_state_key(region.id), state.encode_to_vec());
 }
 
 /// Deletes a region's whole raft log and its raft state in one batch.
@@ -139,10 +147,17 @@ impl PeerStorage {
                     region.id, raft_state.last_index, apply_state.applied_index
                 )));
             }
-            // A crash between a snapshot's kv batch and its raft batch: the
-            // snapshot is fully applied, the log simply restarts after it.
+            // Either a crash between a snapshot's kv batch and its raft
+            // batch (the snapshot is fully applied, the log simply restarts
+            // after it), or a region born at a split, whose raft state is
+            // whatever its uninitialized peer here had voted, if anything.
             raft_state.last_index = truncated.index;
             raft_state.last_term = truncated.term;
+            if hard_state.term < truncated.term {
+                // A vote cast in an older term does not carry over.
+                hard_state.term = truncated.term;
+                hard_state.vote = 0;
+            }
         }
         // The apply state records the commit point it saw; never restart with
         // a hard state that forgets it (raft-rs refuses applied > commit).

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::Cluster;
+use crate::actors::msg::SplitRegion;
 use crate::error::{Error, Result};
 use crate::proto::metapb::Peer;
 use crate::proto::schedulerpb::{Operator, OperatorKind};
@@ -96,6 +97,77 @@ impl Cluster {
     /// Like [`Cluster::try_transfer_leader`]; panics after 5 s.
     pub async fn must_transfer_leader(&self, region_id: RegionId, peer: Peer) {
         if let Err(e) = self.try_transfer_leader(region_id, peer).await {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Cluster {
+    /// Splits region `region_id` at `split_key` through the same path as an
+    /// automatic split (leader checks, AskSplit, Split command); waits until
+    /// the split is applied and the scheduler knows a region starting at
+    /// `split_key`. Succeeds at once if one already does.
+    pub async fn try_split(&self, region_id: RegionId, split_key: &[u8]) -> Result<()> {
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let split_seen = || {
+            self.inner.scheduler.with(|s| {
+                s.get_region(split_key)
+                    .is_some_and(|r| r.region.start_key == split_key)
+            })
+        };
+        let mut last_err = String::from("no leader");
+        while Instant::now() < deadline {
+            if split_seen() {
+                return Ok(());
+            }
+            let Some(leader) = self.leader_of_region(region_id).await else {
+                continue;
+            };
+            let Some(addr) = self.router(leader.store_id).and_then(|r| r.peer(region_id)) else {
+                continue;
+            };
+            let (tx, rx) = futures::channel::oneshot::channel();
+            addr.do_send(SplitRegion {
+                region_epoch: None,
+                split_key: split_key.to_vec(),
+                cb: Some(tx),
+            });
+            let resp = match actix_rt::time::timeout(Duration::from_secs(2), rx).await {
+                Ok(Ok(resp)) => resp,
+                _ => {
+                    last_err = "no answer to the split".into();
+                    continue;
+                }
+            };
+            match resp.header.and_then(|h| h.error) {
+                None => {
+                    return self
+                        .wait_region(region_id, format!("split at {split_key:?}"), |_| {
+                            split_seen()
+                        })
+                        .await;
+                }
+                Some(e) if e.key_not_in_region.is_some() => {
+                    if split_seen() {
+                        return Ok(());
+                    }
+                    return Err(Error::Other(e.message));
+                }
+                Some(e) => {
+                    last_err = e.message;
+                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(Error::Timeout(format!(
+            "split of region {region_id} at {:?} not done within {CHANGE_TIMEOUT:?}: {last_err}",
+            String::from_utf8_lossy(split_key)
+        )))
+    }
+
+    /// Like [`Cluster::try_split`]; panics after 5 s.
+    pub async fn must_split(&self, region_id: RegionId, split_key: &[u8]) {
+        if let Err(e) = self.try_split(region_id, split_key).await {
             panic!("{e}");
         }
     }

@@ -3,3 +3,4 @@ mod conf_change;
 mod generic;
 mod hand;
 mod membership;
+mod split;
