@@ -51,6 +51,15 @@ enum Command {
         /// Keys written before the add-peer of --membership.
         #[arg(long, default_value_t = 20_000)]
         keys: u64,
+        /// Measure splits instead: latency of ten splits on sequential
+        /// writes, then the regions after a bulk load of --bulk-mib MiB.
+        #[arg(long)]
+        split: bool,
+        /// Region sizes are the production ones divided by this.
+        #[arg(long, default_value_t = 100)]
+        scale: u64,
+        #[arg(long, default_value_t = 100)]
+        bulk_mib: u64,
     },
 }
 
@@ -86,7 +95,20 @@ fn main() -> anyhow::Result<()> {
             seconds,
             membership,
             keys,
+            split,
+            scale,
+            bulk_mib,
         } => {
+            if split {
+                anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+                let report = actix::System::new().block_on(tessel::bench::run_split(
+                    scale,
+                    bulk_mib * 1024 * 1024,
+                    clients,
+                ))?;
+                println!("{report}");
+                return Ok(());
+            }
             if membership {
                 let report = actix::System::new()
                     .block_on(tessel::bench::run_membership(keys, value_size))?;

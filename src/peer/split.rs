@@ -39,20 +39,27 @@ const SPLIT_RETRY_TICKS: u64 = 40;
 
 impl Peer {
     /// On the leader's split-check tick: should the checker measure the
-    /// region now? Only when it may have grown enough since the last
-    /// measurement, or its size is unknown.
+    /// region now? When its size is unknown, when enough was written since
+    /// the last measurement, or when what was written may have pushed it
+    /// past the maximum (a region that just crossed it is split promptly
+    /// even if the writes then stop).
     pub(crate) fn split_check_due(&mut self) -> bool {
         let interval = self.cfg.ticks_of(self.cfg.split_region_check_tick_interval);
         if !self.ticks.is_multiple_of(interval) {
             return false;
         }
-        if self.size_diff_hint < self.cfg.region_split_check_diff()
-            && self.approximate_size.is_some()
-        {
-            return false;
+        let hint = self.size_diff_hint;
+        let due = match self.approximate_size {
+            None => true,
+            Some(size) => {
+                hint >= self.cfg.region_split_check_diff()
+                    || (hint > 0 && size + hint > self.cfg.region_max_size_bytes)
+            }
+        };
+        if due {
+            self.size_diff_hint = 0;
         }
-        self.size_diff_hint = 0;
-        true
+        due
     }
 
     /// Takes the checker's measurement. Returns the split key to pursue, if

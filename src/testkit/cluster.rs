@@ -361,6 +361,13 @@ impl Cluster {
         self.inner.scheduler.with(|s| s.regions())
     }
 
+    /// The regions a running store has a peer for.
+    pub fn store_region_ids(&self, store_id: StoreId) -> Vec<RegionId> {
+        self.router(store_id)
+            .map(|r| r.region_ids())
+            .unwrap_or_default()
+    }
+
     /// Status of the peer of `region_id` on `store_id`, if it runs.
     pub async fn peer_status(&self, store_id: StoreId, region_id: RegionId) -> Option<PeerStatus> {
         let addr = self.router(store_id)?.peer(region_id)?;

@@ -187,6 +187,7 @@ pub async fn run(w: Workload) {
         if w.split {
             let r = cluster.get_region(b"").await;
             assert!(!r.end_key.is_empty(), "the region holding \"\" never split");
+            eprintln!("round {round}: {} regions", cluster.regions().len());
         }
     }
     cluster.shutdown().await;
