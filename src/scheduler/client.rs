@@ -49,7 +49,12 @@ impl LocalSchedulerClient {
 
 impl SchedulerClient for LocalSchedulerClient {
     fn alloc_id(&self) -> BoxFuture<'static, Result<u64>> {
-        Box::pin(future::ready(Ok(self.inner.lock().alloc_id())))
+        let res = self
+            .inner
+            .lock()
+            .alloc_id()
+            .map_err(|e| Error::Other(e.to_string()));
+        Box::pin(future::ready(res))
     }
 
     fn put_store(&self, store: Store) -> BoxFuture<'static, Result<()>> {
@@ -75,7 +80,12 @@ impl SchedulerClient for LocalSchedulerClient {
     }
 
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>> {
-        Box::pin(future::ready(Ok(self.inner.lock().ask_split(&region))))
+        let res = self
+            .inner
+            .lock()
+            .ask_split(&region)
+            .map_err(|e| Error::Other(e.to_string()));
+        Box::pin(future::ready(res))
     }
 
     fn report_split(&self, left: Region, right: Region) -> BoxFuture<'static, Result<()>> {

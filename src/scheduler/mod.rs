@@ -1,9 +1,11 @@
 //! The scheduler's logic, pure and synchronous: id allocation, the store
 //! table, the latest region per range (by epoch) learned from heartbeats, and
 //! operators re-sent with every heartbeat until the region shows them done.
-//! The in-process client and, later, the networked service wrap this.
+//! The in-process client and the networked service both wrap this; with a
+//! [`MetaStore`] it keeps its metadata durable across restarts.
 
 pub mod client;
+pub mod meta_store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -19,6 +21,10 @@ use crate::region::{epoch, is_epoch_stale, key_in_region, range_key, ranges_over
 use crate::{RegionId, StoreId};
 
 pub use client::{LocalSchedulerClient, SchedulerClient};
+pub use meta_store::MetaStore;
+
+/// Ids reserved per durable write of the id high-water mark.
+const ID_BATCH: u64 = 1000;
 
 /// What the scheduler knows of one region.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +41,14 @@ pub enum SchedulerError {
     StaleRegion { region_id: RegionId },
     #[error("{0}")]
     Invalid(String),
+    #[error("scheduler metadata cannot be written: {0}")]
+    Storage(String),
+}
+
+impl From<crate::Error> for SchedulerError {
+    fn from(e: crate::Error) -> Self {
+        SchedulerError::Storage(e.to_string())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +61,10 @@ pub struct Scheduler {
     operators: HashMap<RegionId, Operator>,
     /// Heartbeats where conf_ver jumped by more than one change.
     conf_ver_violations: u64,
+    cluster_id: u64,
+    /// Ids below this are reserved durably (with a `MetaStore`).
+    id_limit: u64,
+    meta: Option<MetaStore>,
 }
 
 impl Scheduler {
@@ -58,10 +76,89 @@ impl Scheduler {
         }
     }
 
-    pub fn alloc_id(&mut self) -> u64 {
+    /// A scheduler keeping its metadata in `meta`, resuming from what it
+    /// holds. Ids start at `first_id` at the earliest.
+    pub fn open(meta: MetaStore, first_id: u64) -> crate::Result<Scheduler> {
+        let loaded = meta.load()?;
+        let mut s = Scheduler::new(first_id.max(loaded.id_limit));
+        s.cluster_id = loaded.cluster_id.unwrap_or(0);
+        s.id_limit = loaded.id_limit;
+        for store in loaded.stores {
+            let stats = StoreStats {
+                store_id: store.id,
+                ..Default::default()
+            };
+            s.stores.insert(store.id, (store, stats));
+        }
+        for region in loaded.regions {
+            s.insert_region(RegionInfo {
+                region,
+                ..Default::default()
+            });
+        }
+        s.meta = Some(meta);
+        Ok(s)
+    }
+
+    /// Hands out a cluster-wide unique id (store, region or peer).
+    pub fn alloc_id(&mut self) -> Result<u64, SchedulerError> {
+        if let Some(meta) = &self.meta {
+            if self.next_id >= self.id_limit {
+                let limit = self.next_id + ID_BATCH;
+                meta.save_id_limit(limit)?;
+                self.id_limit = limit;
+            }
+        }
         let id = self.next_id;
         self.next_id += 1;
-        id
+        Ok(id)
+    }
+
+    /// The cluster id, 0 until the cluster is bootstrapped.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        !self.regions.is_empty()
+    }
+
+    /// Bootstraps a cluster: its first store and first region. Refused if
+    /// the cluster already is bootstrapped.
+    pub fn bootstrap_cluster(
+        &mut self,
+        cluster_id: u64,
+        store: Store,
+        region: Region,
+    ) -> Result<(), SchedulerError> {
+        if self.is_bootstrapped() {
+            return Err(SchedulerError::Invalid(
+                "cluster is already bootstrapped".into(),
+            ));
+        }
+        if let Some(meta) = &self.meta {
+            meta.save_cluster_id(cluster_id)?;
+        }
+        self.cluster_id = cluster_id;
+        self.put_store_checked(store)?;
+        self.bootstrap(region);
+        if let Some(meta) = &self.meta {
+            meta.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Records a store durably (a store id must never be forgotten).
+    pub fn put_store_checked(&mut self, store: Store) -> Result<(), SchedulerError> {
+        if let Some(meta) = &self.meta {
+            meta.save_store(&store)?;
+        }
+        self.put_store(store);
+        Ok(())
+    }
+
+    pub fn store(&self, store_id: StoreId) -> Option<Store> {
+        self.stores.get(&store_id).map(|(s, _)| s.clone())
     }
 
     pub fn put_store(&mut self, store: Store) {
@@ -129,6 +226,23 @@ impl Scheduler {
                 let k = range_key(&r.region.end_key);
                 if self.ranges.get(&k) == Some(&id) {
                     self.ranges.remove(&k);
+                }
+                if let Some(meta) = &self.meta {
+                    if let Err(e) = meta.delete_region(id) {
+                        warn!(region_id = id, error = %e, "cannot delete region metadata");
+                    }
+                }
+            }
+        }
+        if let Some(meta) = &self.meta {
+            let changed = self
+                .regions
+                .get(&info.region.id)
+                .is_none_or(|old| old.region != info.region);
+            if changed {
+                // Heartbeats re-teach a lost region change; see MetaStore.
+                if let Err(e) = meta.save_region(&info.region) {
+                    warn!(region_id = info.region.id, error = %e, "cannot save region metadata");
                 }
             }
         }
@@ -299,13 +413,17 @@ impl Scheduler {
     }
 
     /// Ids for splitting `region`: a new region id and one peer id per peer.
-    pub fn ask_split(&mut self, region: &Region) -> AskSplitResponse {
-        let new_region_id = self.alloc_id();
-        let new_peer_ids = region.peers.iter().map(|_| self.alloc_id()).collect();
-        AskSplitResponse {
+    pub fn ask_split(&mut self, region: &Region) -> Result<AskSplitResponse, SchedulerError> {
+        let new_region_id = self.alloc_id()?;
+        let new_peer_ids = region
+            .peers
+            .iter()
+            .map(|_| self.alloc_id())
+            .collect::<Result<_, _>>()?;
+        Ok(AskSplitResponse {
             new_region_id,
             new_peer_ids,
-        }
+        })
     }
 }
 
@@ -398,9 +516,40 @@ mod tests {
     fn ids_are_unique() {
         let mut s = Scheduler::new(6);
         let r = region(1, b"", b"", 1, 1);
-        let split = s.ask_split(&r);
+        let split = s.ask_split(&r).unwrap();
         assert_eq!(split.new_region_id, 6);
         assert_eq!(split.new_peer_ids, vec![7]);
-        assert_eq!(s.alloc_id(), 8);
+        assert_eq!(s.alloc_id().unwrap(), 8);
+    }
+
+    #[test]
+    fn metadata_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            id: 1,
+            address: "127.0.0.1:1".into(),
+        };
+        let first = {
+            let mut s = Scheduler::open(MetaStore::open(dir.path()).unwrap(), 2).unwrap();
+            assert!(!s.is_bootstrapped());
+            s.bootstrap_cluster(7, store.clone(), region(1, b"", b"", 1, 1))
+                .unwrap();
+            assert!(s
+                .bootstrap_cluster(7, store.clone(), region(1, b"", b"", 1, 1))
+                .is_err());
+            s.report_split(region(1, b"", b"m", 1, 2), region(2, b"m", b"", 1, 2))
+                .unwrap();
+            let id = s.alloc_id().unwrap();
+            s.meta.as_ref().unwrap().flush().unwrap();
+            id
+        };
+        let mut s = Scheduler::open(MetaStore::open(dir.path()).unwrap(), 2).unwrap();
+        assert_eq!(s.cluster_id(), 7);
+        assert!(s.is_bootstrapped());
+        assert_eq!(s.store(1), Some(store));
+        assert_eq!(s.regions().len(), 2);
+        assert_eq!(s.get_region(b"x").unwrap().region.id, 2);
+        // Ids never repeat across restarts.
+        assert!(s.alloc_id().unwrap() > first);
     }
 }

@@ -402,7 +402,11 @@ impl Cluster {
 
     /// A fresh peer id on `store_id`, from the scheduler.
     pub fn alloc_peer(&self, store_id: StoreId) -> Peer {
-        let id = self.inner.scheduler.with(|s| s.alloc_id());
+        let id = self
+            .inner
+            .scheduler
+            .with(|s| s.alloc_id())
+            .expect("the in-process scheduler keeps ids in memory");
         Peer { id, store_id }
     }
 }
