@@ -202,3 +202,12 @@ pub struct ReportSplit {
     pub left: Region,
     pub right: Region,
 }
+
+/// The store of `to_peer` could not be reached; raft should stop streaming
+/// appends to it until it answers again (`report_unreachable`).
+/// Sender: a network transport. Receiver: `PeerActor`. May be dropped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerUnreachable {
+    pub to_peer: crate::PeerId,
+}

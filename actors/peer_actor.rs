@@ -10,9 +10,9 @@ use raft::SnapshotStatus;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
-    AskSplit, GetPeerStatus, PeerDestroyed, PeerStatus, PersistReady, Persisted, Propose,
-    ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit, SchedulerOperator,
-    SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
+    AskSplit, GetPeerStatus, PeerDestroyed, PeerStatus, PeerUnreachable, PersistReady, Persisted,
+    Propose, ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit,
+    SchedulerOperator, SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::split_checker::SplitCheckActor;
@@ -499,5 +499,15 @@ impl Handler<ProposeSplit> for PeerActor {
         let req = self.peer.split_request(&msg.region, msg.split_key, msg.ids);
         self.peer.on_propose(req, cb);
         self.schedule_ready(ctx);
+    }
+}
+
+impl Handler<PeerUnreachable> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerUnreachable, _ctx: &mut Context<Self>) {
+        if !self.destroyed {
+            self.peer.raft.report_unreachable(msg.to_peer);
+        }
     }
 }

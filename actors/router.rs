@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use parking_lot::RwLock;
 
-use super::msg::{Propose, SnapshotReport, StepRaft};
+use super::msg::{PeerUnreachable, Propose, SnapshotReport, StepRaft};
 use super::peer_actor::PeerActor;
 use super::store_actor::StoreActor;
 use crate::error::Error;
@@ -61,6 +61,13 @@ impl Router {
                 to_peer: to.id,
                 finished,
             });
+        }
+    }
+
+    /// Tells the peer that sent `msg` that its destination is unreachable.
+    pub fn report_unreachable(&self, msg: &RaftMessage) {
+        if let (Some(addr), Some(to)) = (self.peer(msg.region_id), msg.to_peer.as_ref()) {
+            addr.do_send(PeerUnreachable { to_peer: to.id });
         }
     }
 

@@ -15,6 +15,7 @@ pub mod peer;
 pub mod proto;
 pub mod region;
 pub mod scheduler;
+pub mod server;
 pub mod storage;
 pub mod testkit;
 

@@ -16,3 +16,6 @@ pub mod raft_cmdpb {
 pub mod schedulerpb {
     include!(concat!(env!("OUT_DIR"), "/schedulerpb.rs"));
 }
+pub mod kvpb {
+    include!(concat!(env!("OUT_DIR"), "/kvpb.rs"));
+}

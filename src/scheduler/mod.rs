@@ -5,6 +5,7 @@
 //! [`MetaStore`] it keeps its metadata durable across restarts.
 
 pub mod client;
+pub mod grpc_client;
 pub mod meta_store;
 
 use std::collections::{BTreeMap, HashMap};
