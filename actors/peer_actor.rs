@@ -349,10 +349,15 @@ impl Handler<Propose> for PeerActor {
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if let Err(Error::EpochNotMatch {
+        // A follower answers NotLeader (with its hint) whatever the epoch.
+        let checked = self
+            .peer
+            .is_leader()
+            .then(|| self.peer.check_command(&msg.request));
+        if let Some(Err(Error::EpochNotMatch {
             message,
             mut current_regions,
-        }) = self.peer.check_command(&msg.request)
+        })) = checked
         {
             // A client behind a split learns both halves held here at once.
             if let Some(right) = self.deps.meta.lock().right_sibling(self.peer.region()) {
@@ -496,8 +501,8 @@ impl Handler<ProposeSplit> for PeerActor {
             let _ = cb.send(error_response(Error::RegionNotFound(self.peer.region_id())));
             return;
         }
-        let req = self.peer.split_request(&msg.region, msg.split_key, msg.ids);
-        self.peer.on_propose(req, cb);
+        self.peer
+            .propose_split(&msg.region, msg.split_key, msg.ids, cb);
         self.schedule_ready(ctx);
     }
 }

@@ -159,6 +159,9 @@ impl Peer {
         };
         if let Some(admin) = &req.admin_request {
             if admin.cmd_type() == AdminCmdType::Split {
+                // The split may delete an orphaned right half: earlier writes
+                // of this batch must be in the tree for it to see them.
+                self.commit_batch(batch)?;
                 batch.dirty = true;
                 return self.apply_split(req, &mut batch.wb);
             }

@@ -54,7 +54,21 @@ impl Peer {
     }
 
     /// Proposes a command from a client; `cb` is answered exactly once.
+    /// A Split is refused here: its ids must come from the scheduler
+    /// ([`Peer::propose_split`]).
     pub fn on_propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+        let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
+        if admin == Some(AdminCmdType::Split) {
+            let e = Error::Other("a split is asked for with SplitRegion, not proposed".into());
+            let _ = cb.send(error_response(e));
+            return;
+        }
+        self.propose(req, cb)
+    }
+
+    /// Proposes a command already known to come from this store (a split
+    /// with ids from the scheduler, an operator's command).
+    pub(crate) fn propose(&mut self, req: RaftCmdRequest, cb: Callback) {
         if !self.is_leader() {
             let _ = cb.send(error_response(self.not_leader()));
             return;

@@ -101,8 +101,20 @@ impl Peer {
         Ok(region.clone())
     }
 
-    /// Step 2: the Split admin command, under the epoch of step 1.
-    pub fn split_request(
+    /// Step 2: proposes the Split admin command under the epoch of step 1,
+    /// with the ids the scheduler handed out.
+    pub fn propose_split(
+        &mut self,
+        region: &Region,
+        split_key: Vec<u8>,
+        ids: AskSplitResponse,
+        cb: super::Callback,
+    ) {
+        let req = self.split_request(region, split_key, ids);
+        self.propose(req, cb);
+    }
+
+    fn split_request(
         &self,
         region: &Region,
         split_key: Vec<u8>,
@@ -143,13 +155,8 @@ impl Peer {
         if let Err(e) = check_split_key(&region, &split.split_key) {
             return Ok(error_response(e));
         }
-        if split.new_peer_ids.len() != region.peers.len() || split.new_region_id == 0 {
-            return Ok(error_response(Error::Other(format!(
-                "split of region {} brings {} new peer ids for {} peers",
-                region.id,
-                split.new_peer_ids.len(),
-                region.peers.len()
-            ))));
+        if let Err(e) = check_split_ids(&region, split) {
+            return Ok(error_response(e));
         }
         let (left, right) = split_region(&region, split);
         let kv = self.storage().engines.kv.clone();
@@ -169,13 +176,16 @@ impl Peer {
                 false
             }
             Some(_) => {
-                // Another region state for the new id means a second split
-                // with reused ids; never overwrite a region's state.
+                // A live region with the new id: the ids were not fresh.
+                // Splitting would leave the right half to nobody.
                 warn!(
                     region_id = right.id,
-                    "new region already has a state here; left alone"
+                    "split's new region id is in use here; refused"
                 );
-                false
+                return Ok(error_response(Error::Other(format!(
+                    "split's new region id {} is in use",
+                    right.id
+                ))));
             }
         };
         wb.insert(
@@ -220,6 +230,35 @@ impl Peer {
             ..Default::default()
         })
     }
+}
+
+/// The new ids must be fresh: non-zero, one per peer, distinct, and none
+/// of them the region's own id or one of its peers' ids.
+fn check_split_ids(region: &Region, split: &SplitRequest) -> Result<()> {
+    let ids = &split.new_peer_ids;
+    let bad = |why: &str| {
+        Err(Error::Other(format!(
+            "split of region {}: {why} (new region {}, new peers {ids:?})",
+            region.id, split.new_region_id
+        )))
+    };
+    if ids.len() != region.peers.len() {
+        return bad("one new peer id per peer is needed");
+    }
+    let mut all: Vec<u64> = ids.clone();
+    all.push(split.new_region_id);
+    if all.contains(&0) {
+        return bad("ids must not be 0");
+    }
+    all.sort_unstable();
+    all.dedup();
+    if all.len() != ids.len() + 1 {
+        return bad("ids must be distinct");
+    }
+    if split.new_region_id == region.id || region.peers.iter().any(|p| ids.contains(&p.id)) {
+        return bad("ids must be new");
+    }
+    Ok(())
 }
 
 /// `start < split_key < end`, with an empty end as +infinity.
@@ -297,6 +336,22 @@ mod tests {
             new_region_id: 10,
             new_peer_ids: vec![11, 12],
         };
+        assert!(check_split_ids(&region, &split).is_ok());
+        for (new_region_id, new_peer_ids) in [
+            (1, vec![11, 12]),  // the region's own id
+            (10, vec![11, 7]),  // a current peer's id
+            (10, vec![11, 11]), // duplicates
+            (10, vec![11, 10]), // the new region's id as a peer id
+            (10, vec![0, 12]),  // zero
+            (10, vec![11]),     // too few
+        ] {
+            let bad = SplitRequest {
+                new_region_id,
+                new_peer_ids,
+                ..split.clone()
+            };
+            assert!(check_split_ids(&region, &bad).is_err(), "{bad:?}");
+        }
         let (l, r) = split_region(&region, &split);
         assert_eq!(
             (l.start_key.as_slice(), l.end_key.as_slice()),

@@ -370,9 +370,12 @@ impl Scheduler {
             }
             OperatorKind::RemovePeer => !member,
             OperatorKind::TransferLeader => info.leader.as_ref().is_some_and(|l| l.id == target.id),
+            // Done once the region starts at the key; dropped as obsolete
+            // once the key left the region (another split moved it out):
+            // this region can no longer carry it out, and the key's current
+            // region is the one to ask.
             OperatorKind::Split => {
-                !op.split_key.is_empty() && !key_in_region(&op.split_key, &info.region)
-                    || info.region.start_key == op.split_key
+                info.region.start_key == op.split_key || !key_in_region(&op.split_key, &info.region)
             }
             OperatorKind::None => true,
         };

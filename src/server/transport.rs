@@ -50,7 +50,8 @@ enum Conn {
 
 struct Inner {
     store_id: StoreId,
-    router: Router,
+    /// Set once the store is started (the store needs its transport first).
+    router: std::sync::OnceLock<Router>,
     snap_mgr: SnapManager,
     scheduler: GrpcSchedulerClient,
     rt: Handle,
@@ -69,7 +70,6 @@ impl GrpcTransport {
     /// scheduler; network tasks run on `rt`.
     pub fn new(
         store_id: StoreId,
-        router: Router,
         snap_mgr: SnapManager,
         scheduler: GrpcSchedulerClient,
         rt: Handle,
@@ -78,7 +78,7 @@ impl GrpcTransport {
         GrpcTransport {
             inner: Arc::new(Inner {
                 store_id,
-                router,
+                router: std::sync::OnceLock::new(),
                 snap_mgr,
                 scheduler,
                 rt,
@@ -88,9 +88,21 @@ impl GrpcTransport {
             }),
         }
     }
+
+    /// Connects the transport to its store's router, for the reports to
+    /// raft (unreachable stores, snapshot outcomes).
+    pub fn set_router(&self, router: Router) {
+        let _ = self.inner.router.set(router);
+    }
 }
 
 impl Inner {
+    fn report_unreachable(&self, msg: &RaftMessage) {
+        if let Some(r) = self.router.get() {
+            r.report_unreachable(msg);
+        }
+    }
+
     async fn address(&self, store_id: StoreId) -> Result<String> {
         if let Some(a) = self.addrs.lock().get(&store_id) {
             return Ok(a.clone());
@@ -177,7 +189,7 @@ impl Inner {
         if let Conn::Down { until, backoff } = conn {
             if Instant::now() < *until {
                 drop(conns);
-                self.router.report_unreachable(&msg);
+                self.report_unreachable(&msg);
                 return;
             }
             // Time to try again.
@@ -196,7 +208,7 @@ impl Inner {
                 if full {
                     debug!(to, "raft queue full; message dropped");
                 }
-                self.router.report_unreachable(&msg);
+                self.report_unreachable(&msg);
             }
         }
     }
@@ -207,7 +219,9 @@ impl Inner {
         if let Err(e) = &result {
             warn!(to, region_id = msg.region_id, error = %e, "snapshot not sent");
         }
-        self.router.report_snapshot(&msg, result.is_ok());
+        if let Some(r) = self.router.get() {
+            r.report_snapshot(&msg, result.is_ok());
+        }
     }
 
     async fn try_send_snapshot(&self, to: StoreId, msg: &RaftMessage) -> Result<()> {

@@ -161,3 +161,50 @@ fn snapshot_is_generated_off_thread_and_replaces_data_when_applied() {
     assert_eq!(s2.applied_index(), RAFT_INIT_LOG_INDEX);
     assert_eq!(s2.first_index(), RAFT_INIT_LOG_INDEX + 1);
 }
+
+/// A region born at a split has its apply state (index 5) but no raft
+/// state, or only the vote its uninitialized peer cast here: it starts at
+/// the initial index, keeping a vote from a newer term.
+#[test]
+fn split_born_region_starts_at_the_initial_index_and_keeps_its_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = Engines::open(dir.path(), 1 << 20).unwrap();
+    let mgr = SnapManager::new(dir.path().join("snap")).unwrap();
+    let born = |id: u64| Region { id, ..region() };
+    for id in [2, 3] {
+        let mut kv = sled::Batch::default();
+        write_initial_apply_states(&born(id), &mut kv);
+        engines.kv.apply_batch(kv).unwrap();
+    }
+    // Region 3's uninitialized peer voted for peer 9 in term 7.
+    let voted = HardState {
+        term: 7,
+        vote: 9,
+        commit: 0,
+        ..Default::default()
+    };
+    let raft_state = RaftLocalState {
+        hard_state: voted.write_to_bytes().unwrap(),
+        last_index: 0,
+        last_term: 0,
+    };
+    engines
+        .raft
+        .insert(keys::raft_state_key(3), raft_state.encode_to_vec())
+        .unwrap();
+
+    let fresh = PeerStorage::new(engines.clone(), mgr.clone(), 1, born(2)).unwrap();
+    let st = fresh.initial_state().unwrap();
+    assert_eq!(Storage::last_index(&fresh).unwrap(), RAFT_INIT_LOG_INDEX);
+    assert_eq!(fresh.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
+    assert_eq!(
+        (st.hard_state.term, st.hard_state.commit),
+        (RAFT_INIT_LOG_TERM, RAFT_INIT_LOG_INDEX)
+    );
+
+    let replaced = PeerStorage::new(engines, mgr, 1, born(3)).unwrap();
+    let st = replaced.initial_state().unwrap();
+    assert_eq!(Storage::last_index(&replaced).unwrap(), RAFT_INIT_LOG_INDEX);
+    assert_eq!((st.hard_state.term, st.hard_state.vote), (7, 9));
+    assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
+}
