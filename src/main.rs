@@ -1,5 +1,6 @@
-//! The `tessel` binary. For now one subcommand: `playground`, a cluster of
-//! stores in this process with a small shell on stdin.
+//! The `tessel` binary: `scheduler` and `node` run the networked service;
+//! `playground` runs a cluster in this process with a shell on stdin;
+//! `bench` measures.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the scheduler: ids, stores, the region map, operators. Its
+    /// metadata lives in --data-dir and survives restarts.
+    Scheduler {
+        /// Address to listen on (host:port; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Replicas per region: regions with fewer get peers added.
+        #[arg(long, default_value_t = 3)]
+        max_replicas: usize,
+    },
+    /// Run a node: one store serving the Kv and Raft services. The first
+    /// start gets a store id from the scheduler; the first node of an empty
+    /// cluster bootstraps it.
+    Node {
+        /// Address to listen on and to be reached at (port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:20160")]
+        addr: std::net::SocketAddr,
+        /// The scheduler's address (host:port).
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        scheduler: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Start an in-process cluster and a shell on stdin (put, get, delete,
     /// scan, regions, stores, help).
     Playground {
@@ -81,6 +107,54 @@ fn main() -> anyhow::Result<()> {
     tessel::logging::init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Scheduler {
+            addr,
+            data_dir,
+            max_replicas,
+        } => {
+            anyhow::ensure!(
+                (1..=7).contains(&max_replicas),
+                "--max-replicas must be between 1 and 7"
+            );
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                println!("tessel scheduler serving at {}", listener.local_addr()?);
+                tessel::server::scheduler_service::serve_scheduler(
+                    listener,
+                    &data_dir,
+                    max_replicas,
+                    shutdown_signal(),
+                )
+                .await?;
+                println!("tessel scheduler stopped");
+                Ok(())
+            })
+        }
+        Command::Node {
+            addr,
+            scheduler,
+            data_dir,
+        } => actix::System::new().block_on(async move {
+            let opts = tessel::server::node::NodeOptions {
+                addr,
+                scheduler,
+                data_dir,
+                cfg: Config::default(),
+            };
+            let node = tessel::server::node::Node::start(opts).await?;
+            println!(
+                "tessel node: store {} serving at {}",
+                node.store_id, node.addr
+            );
+            shutdown_signal().await;
+            node.stop().await;
+            println!("tessel node stopped");
+            Ok(())
+        }),
         Command::Playground { stores, data_dir } => {
             anyhow::ensure!(
                 (1..=9).contains(&stores),
@@ -331,4 +405,27 @@ fn stores(cluster: &Cluster) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -63,6 +63,10 @@ pub struct Scheduler {
     /// Heartbeats where conf_ver jumped by more than one change.
     conf_ver_violations: u64,
     cluster_id: u64,
+    /// When set, a region with fewer peers gets one added on a store that
+    /// has none of it (the networked cluster; the test kit places replicas
+    /// itself and keeps this off).
+    max_replicas: Option<usize>,
     /// Ids below this are reserved durably (with a `MetaStore`).
     id_limit: u64,
     meta: Option<MetaStore>,
@@ -113,6 +117,44 @@ impl Scheduler {
         let id = self.next_id;
         self.next_id += 1;
         Ok(id)
+    }
+
+    /// Keeps every region at `n` replicas by adding peers (never removing).
+    pub fn set_max_replicas(&mut self, n: usize) {
+        self.max_replicas = Some(n.max(1));
+    }
+
+    /// An AddPeer operator for a region short of replicas: a new peer on the
+    /// store holding the fewest regions among those without one of it.
+    fn check_replicas(&mut self, region_id: RegionId) {
+        let Some(max) = self.max_replicas else { return };
+        if self.operators.contains_key(&region_id) {
+            return;
+        }
+        let Some(info) = self.regions.get(&region_id) else {
+            return;
+        };
+        if info.region.peers.len() >= max || !info.pending_peers.is_empty() {
+            return;
+        }
+        let target = self
+            .stores
+            .values()
+            .filter(|(s, _)| !s.address.is_empty())
+            .filter(|(s, _)| !info.region.peers.iter().any(|p| p.store_id == s.id))
+            .min_by_key(|(s, stats)| (stats.region_count, s.id))
+            .map(|(s, _)| s.id);
+        let Some(store_id) = target else { return };
+        let Ok(id) = self.alloc_id() else { return };
+        debug!(region_id, store_id, peer_id = id, "adding a replica");
+        self.add_operator(
+            region_id,
+            Operator {
+                kind: OperatorKind::AddPeer as i32,
+                peer: Some(Peer { id, store_id }),
+                split_key: vec![],
+            },
+        );
     }
 
     /// The cluster id, 0 until the cluster is bootstrapped.
@@ -269,6 +311,11 @@ impl Scheduler {
             pending_peers: req.pending_peers,
             approximate_size: req.approximate_size,
         })?;
+        let pending = self.pending_operator(region_id);
+        if pending.is_some() {
+            return Ok(pending);
+        }
+        self.check_replicas(region_id);
         Ok(self.pending_operator(region_id))
     }
 
@@ -514,6 +561,31 @@ mod tests {
         assert!(s
             .report_split(region(1, b"", b"m", 1, 2), region(2, b"n", b"", 1, 2))
             .is_err());
+    }
+
+    #[test]
+    fn regions_short_of_replicas_get_peers_added() {
+        let mut s = Scheduler::new(10);
+        s.set_max_replicas(2);
+        for id in 1..=3 {
+            s.put_store(Store {
+                id,
+                address: format!("127.0.0.1:{id}"),
+            });
+        }
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        let op = s
+            .region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+            .unwrap()
+            .and_then(|r| r.operator)
+            .expect("an AddPeer operator");
+        assert_eq!(op.kind(), OperatorKind::AddPeer);
+        let peer = op.peer.unwrap();
+        assert_ne!(peer.store_id, 1);
+        // Done once the peer is a member and caught up; then nothing more.
+        let mut two = region(1, b"", b"", 2, 1);
+        two.peers.push(peer);
+        assert!(s.region_heartbeat(hb(two)).unwrap().is_none());
     }
 
     #[test]

@@ -262,3 +262,28 @@ impl SchedulerApi for SchedulerService {
         Ok(Response::new(ScheduleOperatorResponse {}))
     }
 }
+
+/// Serves the scheduler keeping its metadata under `data_dir` on `listener`
+/// until `shutdown` resolves, keeping regions at `max_replicas` replicas.
+/// Must run on a tokio runtime.
+pub async fn serve_scheduler(
+    listener: std::net::TcpListener,
+    data_dir: &std::path::Path,
+    max_replicas: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let meta = crate::scheduler::MetaStore::open(data_dir)?;
+    // Ids 1.. are free in a new cluster; the first node's store id is 1.
+    let mut scheduler = crate::scheduler::Scheduler::open(meta, 1)?;
+    scheduler.set_max_replicas(max_replicas);
+    let service = SchedulerService::new(LocalSchedulerClient::new(scheduler));
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+        .map_err(|e| crate::Error::Other(format!("cannot serve: {e}")))?;
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| crate::Error::Other(format!("scheduler server: {e}")))
+}

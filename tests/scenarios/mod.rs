@@ -3,4 +3,5 @@ mod conf_change;
 mod generic;
 mod hand;
 mod membership;
+mod network;
 mod split;

@@ -1,0 +1,295 @@
+//! `Node`: one store as a process. It gets (once) a store id from the
+//! scheduler, bootstraps the cluster's first region if it is the first node
+//! of an empty cluster, starts the store's actors, and serves the Kv and
+//! Raft gRPC services on one port. Network work runs on a small tokio
+//! runtime of its own; the store's actors run on their arbiters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+use super::kv_service::KvService;
+use super::raft_service::RaftService;
+use super::transport::GrpcTransport;
+use crate::actors::router::Router;
+use crate::actors::store_actor::{start_store, StoreContext};
+use crate::actors::writer_actor::{WriterActor, WriterStats};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::metapb::{Peer, Region, RegionEpoch, Store};
+use crate::proto::raft_serverpb::StoreIdent;
+use crate::scheduler::grpc_client::GrpcSchedulerClient;
+use crate::scheduler::SchedulerClient;
+use crate::storage::peer_storage::write_initial_states;
+use crate::storage::{Engines, SnapManager};
+use crate::StoreId;
+
+/// The cluster id a bootstrapping node proposes.
+const CLUSTER_ID: u64 = 1;
+/// How long a first start waits for the scheduler before giving up.
+const FIRST_START_WAIT: Duration = Duration::from_secs(30);
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Where to listen (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The scheduler's address (host:port).
+    pub scheduler: String,
+    pub data_dir: PathBuf,
+    pub cfg: Config,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::stop`].
+pub struct Node {
+    pub store_id: StoreId,
+    /// The address the node serves on (the one registered with the scheduler).
+    pub addr: SocketAddr,
+    pub router: Router,
+    net: Option<tokio::runtime::Runtime>,
+    stop_server: Option<oneshot::Sender<()>>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Node {
+    /// Starts a node. Must be called inside an actix system.
+    pub async fn start(opts: NodeOptions) -> Result<Node> {
+        let net = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tessel-net")
+            .enable_all()
+            .build()?;
+        let listener = std::net::TcpListener::bind(opts.addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+
+        let engines = Engines::open(
+            &opts.data_dir.join("store"),
+            opts.cfg.sled_cache_capacity_bytes,
+        )?;
+        let snap_mgr = SnapManager::new(opts.data_dir.join("snap"))?;
+        let scheduler = {
+            let _g = net.enter();
+            GrpcSchedulerClient::new(&opts.scheduler)?
+        };
+        let (e, sched) = (engines.clone(), scheduler.clone());
+        let store_id = run_on(&net, async move { ensure_store_id(&e, &sched).await }).await??;
+        let sched = scheduler.clone();
+        let (e, a) = (engines.clone(), addr);
+        run_on(&net, async move { register(&e, &sched, store_id, a).await }).await??;
+
+        let transport = GrpcTransport::new(
+            store_id,
+            snap_mgr.clone(),
+            scheduler.clone(),
+            net.handle().clone(),
+            opts.cfg.snapshot_chunk_size_bytes,
+        );
+        let writer_arbiter = Arbiter::new();
+        let store_arbiter = Arbiter::new();
+        let writer = {
+            let engines = engines.clone();
+            let stats = Arc::new(WriterStats::default());
+            WriterActor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+                WriterActor::new(engines, stats)
+            })
+        };
+        let sc = StoreContext {
+            store_id,
+            cfg: Arc::new(opts.cfg.clone()),
+            engines: engines.clone(),
+            snap_mgr: snap_mgr.clone(),
+            transport: Arc::new(transport.clone()),
+            writer,
+            scheduler: Arc::new(scheduler.clone()) as Arc<dyn SchedulerClient>,
+        };
+        let (tx, rx) = futures::channel::oneshot::channel();
+        store_arbiter.spawn_fn(move || {
+            let _ = tx.send(start_store(sc));
+        });
+        let router = rx
+            .await
+            .map_err(|_| Error::Other("the store did not start".into()))?;
+        transport.set_router(router.clone());
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let kv = KvService::new(router.clone()).into_server();
+        let raft = RaftService::new(router.clone(), snap_mgr).into_server();
+        net.spawn(async move {
+            let incoming = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => TcpIncoming::from_listener(l, true, None),
+                Err(e) => {
+                    warn!(error = %e, "cannot serve");
+                    return;
+                }
+            };
+            let served = match incoming {
+                Ok(incoming) => {
+                    tonic::transport::Server::builder()
+                        .add_service(kv)
+                        .add_service(raft)
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot serve");
+                    return;
+                }
+            };
+            if let Err(e) = served {
+                warn!(error = %e, "gRPC server stopped");
+            }
+        });
+        info!(store_id, %addr, "node serving");
+        Ok(Node {
+            store_id,
+            addr,
+            router,
+            net: Some(net),
+            stop_server: Some(stop_tx),
+            arbiters: vec![store_arbiter, writer_arbiter],
+        })
+    }
+
+    /// Stops serving and stops the store's actors. What was acknowledged
+    /// is already durable; nothing else needs flushing.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        for a in self.arbiters.drain(..) {
+            a.stop();
+            let _ = actix_rt::task::spawn_blocking(move || a.join()).await;
+        }
+        if let Some(net) = self.net.take() {
+            net.shutdown_background();
+        }
+        info!(store_id = self.store_id, "node stopped");
+    }
+}
+
+/// Runs `fut` on the network runtime and waits for it from this one.
+async fn run_on<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    rt.spawn(fut)
+        .await
+        .map_err(|e| Error::Other(format!("network task failed: {e}")))
+}
+
+/// The store id of this data directory, asked of the scheduler (and kept)
+/// on the first start. A first start waits a while for the scheduler.
+async fn ensure_store_id(engines: &Engines, sched: &GrpcSchedulerClient) -> Result<StoreId> {
+    if let Some(ident) = engines.store_ident()? {
+        return Ok(ident.store_id);
+    }
+    let deadline = tokio::time::Instant::now() + FIRST_START_WAIT;
+    let id = loop {
+        match sched.alloc_id().await {
+            Ok(id) => break id,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(error = %e, "waiting for the scheduler");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let cluster_id = sched.is_bootstrapped().await?.cluster_id.max(CLUSTER_ID);
+    engines.put_store_ident(&StoreIdent {
+        cluster_id,
+        store_id: id,
+    })?;
+    engines.flush()?;
+    info!(store_id = id, "new store");
+    Ok(id)
+}
+
+/// Registers the store's address, and bootstraps the cluster when this
+/// node is the first: region 1 of the whole key space with one peer here.
+/// A node that lost the race to bootstrap drops its local copy and joins
+/// as an empty store. When the scheduler is down and the store already
+/// holds regions, the node serves them and registers later.
+async fn register(
+    engines: &Engines,
+    sched: &GrpcSchedulerClient,
+    store_id: StoreId,
+    addr: SocketAddr,
+) -> Result<()> {
+    let store = Store {
+        id: store_id,
+        address: addr.to_string(),
+    };
+    let has_regions = !engines.region_states()?.is_empty();
+    let status = match sched.is_bootstrapped().await {
+        Ok(s) => s,
+        Err(e) if has_regions => {
+            warn!(error = %e, "scheduler unreachable; serving the regions held here");
+            let sched = sched.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if sched.put_store(store.clone()).await.is_ok() {
+                        info!("registered with the scheduler");
+                        break;
+                    }
+                }
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if !status.bootstrapped {
+        let region = match engines.region_states()?.into_iter().find_map(|s| s.region) {
+            Some(r) => r,
+            None => {
+                let region = Region {
+                    id: sched.alloc_id().await?,
+                    start_key: vec![],
+                    end_key: vec![],
+                    region_epoch: Some(RegionEpoch {
+                        conf_ver: 1,
+                        version: 1,
+                    }),
+                    peers: vec![Peer {
+                        id: sched.alloc_id().await?,
+                        store_id,
+                    }],
+                };
+                write_initial_states(engines, &region)?;
+                region
+            }
+        };
+        match sched
+            .bootstrap(CLUSTER_ID, store.clone(), region.clone())
+            .await
+        {
+            Ok(()) => info!(region_id = region.id, "cluster bootstrapped"),
+            Err(e) => {
+                // Another node bootstrapped first: this copy never served.
+                warn!(error = %e, "bootstrap refused; joining as an empty store");
+                forget_region(engines, region.id)?;
+            }
+        }
+    }
+    sched.put_store(store).await
+}
+
+/// Deletes the states of a region this store bootstrapped but never served.
+fn forget_region(engines: &Engines, region_id: crate::RegionId) -> Result<()> {
+    let mut kv = sled::Batch::default();
+    kv.remove(keys::apply_state_key(region_id));
+    kv.remove(keys::region_state_key(region_id));
+    engines.kv.apply_batch(kv)?;
+    engines.raft.remove(keys::raft_state_key(region_id))?;
+    engines.flush()
+}
