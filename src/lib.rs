@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod keys;
 pub mod logging;

@@ -35,6 +35,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         max_replicas: usize,
     },
+    /// Operate a running cluster: data, regions, stores, membership, split.
+    Ctl {
+        /// The scheduler's address (host:port).
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        scheduler: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: tessel::ctl::CtlCommand,
+    },
     /// Run a node: one store serving the Kv and Raft services. The first
     /// start gets a store id from the scheduler; the first node of an empty
     /// cluster bootstraps it.
@@ -107,6 +118,18 @@ fn main() -> anyhow::Result<()> {
     tessel::logging::init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl {
+            scheduler,
+            json,
+            cmd,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let out = rt.block_on(tessel::ctl::run(&scheduler, json, cmd))?;
+            println!("{out}");
+            Ok(())
+        }
         Command::Scheduler {
             addr,
             data_dir,

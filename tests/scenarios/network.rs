@@ -221,3 +221,132 @@ async fn processes_serve_split_and_survive_kill_9() {
         Some(&b"after-restart"[..])
     );
 }
+
+/// Runs `tessel ctl --scheduler <addr> [--json] <args>`; returns (success,
+/// stdout, stderr).
+fn ctl(scheduler: &str, json: bool, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessel"));
+    cmd.args(["ctl", "--scheduler", scheduler]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("tessel ctl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn must_ctl(scheduler: &str, args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = ctl(scheduler, true, args);
+    assert!(ok, "ctl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?} printed {out:?}: {e}"))
+}
+
+#[actix::test]
+async fn ctl_moves_a_replica_and_bad_input_is_refused() {
+    use tessel::proto::kvpb::{kv_client::KvClient, Context, GetRequest};
+    crate::harness::init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let client = cluster.client();
+    let s = cluster.scheduler_addr.clone();
+    assert_eq!(must_ctl(&s, &["put", "a", "1"])["ok"], true);
+    assert_eq!(must_ctl(&s, &["get", "a"])["value"], "1");
+    wait_replicas(&client, b"a", 3).await;
+
+    // A fourth node; move one replica of a's region onto it.
+    cluster.nodes.push(None);
+    cluster.node_addrs.push("127.0.0.1:0".into());
+    cluster.start_node(3);
+    let region = must_ctl(&s, &["region", "a"]);
+    let region_id = region["id"].as_u64().unwrap().to_string();
+    let stores = must_ctl(&s, &["stores"]);
+    let new_store = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["address"] == cluster.node_addrs[3].as_str())
+        .expect("the fourth node registered")["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let leaving = region["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_id"].as_u64().unwrap())
+        .find(|st| Some(*st) != region["leader"]["store_id"].as_u64())
+        .unwrap()
+        .to_string();
+    must_ctl(&s, &["add-peer", &region_id, &new_store]);
+    must_ctl(&s, &["transfer-leader", &region_id, &new_store]);
+    let after = must_ctl(&s, &["remove-peer", &region_id, &leaving]);
+    assert_eq!(after["leader"]["store_id"].to_string(), new_store);
+    assert_eq!(after["peers"].as_array().unwrap().len(), 3);
+    assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    // A split through ctl, then the regions list shows both halves.
+    must_ctl(&s, &["split", "m"]);
+    assert_eq!(must_ctl(&s, &["regions"]).as_array().unwrap().len(), 2);
+
+    // Errors exit non-zero with a message.
+    let (ok, _, err) = ctl(&s, false, &["transfer-leader", "999", "1"]);
+    assert!(!ok && err.contains("999"), "{err}");
+
+    // An oversized value is refused with a clear error, nothing written.
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let e = client.put(b"big", &big).await.unwrap_err().to_string();
+    assert!(e.contains("invalid") && e.contains("limit"), "{e}");
+    assert_eq!(client.get(b"big").await.unwrap(), None);
+
+    // Garbage on the gRPC port does not take the node down.
+    for addr in &cluster.node_addrs {
+        use std::io::Write;
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        let _ = sock.write_all(b"\x00\x01garbage that is not HTTP/2\r\n\r\n\xff\xfe");
+    }
+    // A request with a stale epoch is answered EpochNotMatch.
+    let (r, _) = client.region_of(b"a").await.unwrap();
+    let leader_addr = {
+        let l = client.region_of(b"a").await.unwrap().1.unwrap();
+        client
+            .scheduler()
+            .get_store(l.store_id)
+            .await
+            .unwrap()
+            .store
+            .unwrap()
+            .address
+    };
+    let mut kv = KvClient::connect(format!("http://{leader_addr}"))
+        .await
+        .unwrap();
+    let mut stale = r.region_epoch.unwrap();
+    stale.version -= 1;
+    let resp = kv
+        .get(GetRequest {
+            context: Some(Context {
+                region_id: r.id,
+                region_epoch: Some(stale),
+                peer: None,
+            }),
+            key: b"a".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = resp.region_error.expect("a region error");
+    assert!(
+        err.epoch_not_match.is_some() || err.not_leader.is_some(),
+        "{err:?}"
+    );
+    for p in cluster.nodes.iter_mut().flatten() {
+        assert!(p.child.try_wait().unwrap().is_none(), "a node died");
+    }
+    assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+}

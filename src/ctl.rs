@@ -1,0 +1,294 @@
+//! `tessel ctl`: an operator's tool for a networked cluster. Data commands
+//! go through the routing [`Client`]; membership and split commands are
+//! scheduled as operators (or asked of the region's leader) and waited for
+//! until the scheduler shows them done. Output is human-readable, or JSON
+//! with `--json`; any failure is an error with a clear message (the binary
+//! exits non-zero).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::proto::metapb::{Peer, Region};
+use crate::proto::schedulerpb::{GetRegionResponse, GetStoreResponse, Operator, OperatorKind};
+
+/// How long a membership change may take to show.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum CtlCommand {
+    /// Write a key.
+    Put { key: String, value: String },
+    /// Read a key (linearizable).
+    Get { key: String },
+    /// Delete a key.
+    Delete { key: String },
+    /// List keys in [start, end); empty end: to the end.
+    Scan {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        /// At most this many pairs (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List regions: range, epoch, peers, leader, size.
+    Regions,
+    /// Show the region holding a key.
+    Region { key: String },
+    /// List stores with their addresses and load.
+    Stores,
+    /// Move a region's leadership to its peer on a store.
+    TransferLeader { region: u64, store: u64 },
+    /// Add a replica of a region on a store.
+    AddPeer { region: u64, store: u64 },
+    /// Remove a region's replica from a store.
+    RemovePeer { region: u64, store: u64 },
+    /// Split the region holding a key so that the key starts a region.
+    Split { key: String },
+}
+
+fn show_key(k: &[u8]) -> String {
+    if k.is_empty() {
+        "\"\"".into()
+    } else {
+        format!("{:?}", String::from_utf8_lossy(k))
+    }
+}
+
+fn region_json(r: &GetRegionResponse) -> Value {
+    let region = r.region.clone().unwrap_or_default();
+    let e = region.region_epoch.unwrap_or_default();
+    json!({
+        "id": region.id,
+        "start_key": String::from_utf8_lossy(&region.start_key),
+        "end_key": String::from_utf8_lossy(&region.end_key),
+        "conf_ver": e.conf_ver,
+        "version": e.version,
+        "peers": region.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
+        "leader": r.leader.map(|l| json!({"id": l.id, "store_id": l.store_id})),
+        "approximate_size": r.approximate_size,
+    })
+}
+
+fn region_line(r: &GetRegionResponse) -> String {
+    let region = r.region.clone().unwrap_or_default();
+    let e = region.region_epoch.unwrap_or_default();
+    let peers: Vec<String> = region
+        .peers
+        .iter()
+        .map(|p| format!("{}@s{}", p.id, p.store_id))
+        .collect();
+    format!(
+        "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {} size {} B",
+        region.id,
+        show_key(&region.start_key),
+        show_key(&region.end_key),
+        e.conf_ver,
+        e.version,
+        peers.join(", "),
+        r.leader
+            .map_or("unknown".into(), |l| format!("{}@s{}", l.id, l.store_id)),
+        r.approximate_size
+    )
+}
+
+fn store_json(s: &GetStoreResponse) -> Value {
+    let store = s.store.clone().unwrap_or_default();
+    let stats = s.stats.unwrap_or_default();
+    json!({
+        "id": store.id,
+        "address": store.address,
+        "region_count": stats.region_count,
+        "used_size": stats.used_size,
+    })
+}
+
+/// Runs one ctl command against the cluster whose scheduler is at
+/// `scheduler`; returns what to print.
+pub async fn run(scheduler: &str, json_out: bool, cmd: CtlCommand) -> anyhow::Result<String> {
+    let client = Client::new(scheduler)?;
+    let out = |human: String, v: Value| if json_out { v.to_string() } else { human };
+    Ok(match cmd {
+        CtlCommand::Put { key, value } => {
+            client.put(key.as_bytes(), value.as_bytes()).await?;
+            out("OK".into(), json!({"ok": true}))
+        }
+        CtlCommand::Get { key } => {
+            let v = client.get(key.as_bytes()).await?;
+            let text = v.as_ref().map(|v| String::from_utf8_lossy(v).to_string());
+            out(
+                text.clone().unwrap_or_else(|| "(not found)".into()),
+                json!({"key": key, "found": v.is_some(), "value": text}),
+            )
+        }
+        CtlCommand::Delete { key } => {
+            client.delete(key.as_bytes()).await?;
+            out("OK".into(), json!({"ok": true}))
+        }
+        CtlCommand::Scan { start, end, limit } => {
+            let pairs = client.scan(start.as_bytes(), end.as_bytes(), limit).await?;
+            let human = pairs
+                .iter()
+                .map(|(k, v)| format!("{} = {}", show_key(k), String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let v = pairs
+                .iter()
+                .map(|(k, v)| json!({"key": String::from_utf8_lossy(k), "value": String::from_utf8_lossy(v)}))
+                .collect::<Vec<_>>();
+            out(human, Value::Array(v))
+        }
+        CtlCommand::Regions => {
+            let regions = client.scheduler().scan_regions(b"", b"").await?;
+            out(
+                regions
+                    .iter()
+                    .map(region_line)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Value::Array(regions.iter().map(region_json).collect()),
+            )
+        }
+        CtlCommand::Region { key } => {
+            let r = client.scheduler().get_region(key.as_bytes()).await?;
+            if r.region.is_none() {
+                bail!("no region holds {key:?} yet");
+            }
+            out(region_line(&r), region_json(&r))
+        }
+        CtlCommand::Stores => {
+            let stores = client.scheduler().get_all_stores().await?;
+            let human = stores
+                .iter()
+                .map(|s| {
+                    let v = store_json(s);
+                    format!(
+                        "store {} at {} regions {} used {} B",
+                        v["id"],
+                        v["address"].as_str().unwrap_or(""),
+                        v["region_count"],
+                        v["used_size"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            out(human, Value::Array(stores.iter().map(store_json).collect()))
+        }
+        CtlCommand::TransferLeader { region, store } => {
+            let r = membership(&client, region, store, OperatorKind::TransferLeader).await?;
+            out(region_line(&r), region_json(&r))
+        }
+        CtlCommand::AddPeer { region, store } => {
+            let r = membership(&client, region, store, OperatorKind::AddPeer).await?;
+            out(region_line(&r), region_json(&r))
+        }
+        CtlCommand::RemovePeer { region, store } => {
+            let r = membership(&client, region, store, OperatorKind::RemovePeer).await?;
+            out(region_line(&r), region_json(&r))
+        }
+        CtlCommand::Split { key } => {
+            client.split(key.as_bytes()).await?;
+            let r = wait_region(
+                || async { client.scheduler().get_region(key.as_bytes()).await },
+                |r| {
+                    r.region
+                        .as_ref()
+                        .is_some_and(|g| g.start_key == key.as_bytes())
+                },
+            )
+            .await
+            .with_context(|| format!("split at {key:?} not visible"))?;
+            out(region_line(&r), region_json(&r))
+        }
+    })
+}
+
+/// Schedules a membership operator and waits until the scheduler shows it.
+async fn membership(
+    client: &Client,
+    region_id: u64,
+    store_id: u64,
+    kind: OperatorKind,
+) -> anyhow::Result<GetRegionResponse> {
+    let info = client.scheduler().get_region_by_id(region_id).await?;
+    let region: Region = info
+        .region
+        .ok_or_else(|| anyhow!("region {region_id} is not known"))?;
+    client
+        .scheduler()
+        .get_store(store_id)
+        .await
+        .with_context(|| format!("store {store_id}"))?;
+    let existing = region
+        .peers
+        .iter()
+        .find(|p| p.store_id == store_id)
+        .copied();
+    let peer: Peer = match (kind, existing) {
+        (OperatorKind::AddPeer, Some(p)) => bail!("store {store_id} already has peer {}", p.id),
+        (OperatorKind::AddPeer, None) => Peer {
+            id: crate::scheduler::SchedulerClient::alloc_id(client.scheduler()).await?,
+            store_id,
+        },
+        (_, None) => bail!("region {region_id} has no peer on store {store_id}"),
+        (_, Some(p)) => p,
+    };
+    client
+        .scheduler()
+        .schedule_operator(
+            region_id,
+            Operator {
+                kind: kind as i32,
+                peer: Some(peer),
+                split_key: vec![],
+            },
+        )
+        .await?;
+    let done = move |r: &GetRegionResponse| {
+        let members = r
+            .region
+            .as_ref()
+            .map(|g| g.peers.clone())
+            .unwrap_or_default();
+        match kind {
+            OperatorKind::AddPeer => members.contains(&peer),
+            OperatorKind::RemovePeer => !members.iter().any(|p| p.id == peer.id),
+            _ => r.leader.is_some_and(|l| l.id == peer.id),
+        }
+    };
+    wait_region(
+        || async { client.scheduler().get_region_by_id(region_id).await },
+        done,
+    )
+    .await
+    .with_context(|| format!("{kind:?} of {peer:?} in region {region_id} not visible"))
+}
+
+/// Polls `fetch` until `done` holds, for at most [`CHANGE_TIMEOUT`].
+async fn wait_region<F, Fut>(
+    fetch: F,
+    done: impl Fn(&GetRegionResponse) -> bool,
+) -> anyhow::Result<GetRegionResponse>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<GetRegionResponse>>,
+{
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    loop {
+        if let Ok(r) = fetch().await {
+            if done(&r) {
+                return Ok(r);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {CHANGE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
