@@ -68,6 +68,16 @@ enum Command {
         /// Keep the data here (default: a temporary directory removed at exit).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The scheduler's address; nodes listen on --node-addr and the
+        /// ports after it.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        scheduler_addr: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:20160")]
+        node_addr: std::net::SocketAddr,
+        /// Instead of serving on the network, run the stores in-process
+        /// with a shell on stdin.
+        #[arg(long)]
+        shell: bool,
     },
     /// Put 128-byte values from many concurrent clients into an in-process
     /// cluster with durable writes; print puts/s, latency, fsyncs, memory.
@@ -178,12 +188,42 @@ fn main() -> anyhow::Result<()> {
             println!("tessel node stopped");
             Ok(())
         }),
-        Command::Playground { stores, data_dir } => {
+        Command::Playground {
+            stores,
+            data_dir,
+            scheduler_addr,
+            node_addr,
+            shell,
+        } => {
             anyhow::ensure!(
                 (1..=9).contains(&stores),
                 "--stores must be between 1 and 9"
             );
-            actix::System::new().block_on(playground(stores, data_dir))
+            if shell {
+                return actix::System::new().block_on(playground(stores, data_dir));
+            }
+            actix::System::new().block_on(async move {
+                let cluster = tessel::server::local::LocalCluster::start(
+                    stores as usize,
+                    scheduler_addr,
+                    node_addr,
+                    data_dir.as_deref(),
+                    Config::default(),
+                )
+                .await?;
+                println!("scheduler: {}", cluster.scheduler_addr);
+                for n in &cluster.nodes {
+                    println!("node: store {} at {}", n.store_id, n.addr);
+                }
+                println!(
+                    "tessel playground ready: try `tessel ctl --scheduler {} put k v`; Ctrl-C stops",
+                    cluster.scheduler_addr
+                );
+                shutdown_signal().await;
+                cluster.stop().await;
+                println!("tessel playground stopped");
+                Ok(())
+            })
         }
         Command::Bench {
             stores,

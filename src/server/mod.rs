@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod kv_service;
+pub mod local;
 pub mod node;
 pub mod raft_service;
 pub mod scheduler_service;
