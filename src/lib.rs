@@ -7,6 +7,7 @@
 //! carry out what the pure parts decide.
 
 pub mod bench;
+pub mod bench_net;
 pub mod client;
 pub mod config;
 pub mod ctl;

@@ -107,6 +107,18 @@ enum Command {
         scale: u64,
         #[arg(long, default_value_t = 100)]
         bulk_mib: u64,
+        /// Measure a running networked cluster instead (the same client
+        /// code for both targets); see scripts/bench-vs-etcd.sh.
+        #[arg(long, value_enum)]
+        target: Option<tessel::bench_net::Target>,
+        /// Tessel: the scheduler's address; etcd: comma-separated client URLs.
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+        #[arg(long, value_enum, default_value = "put")]
+        workload: tessel::bench_net::Workload,
+        /// Keys the workload draws from (preloaded for get and mixed).
+        #[arg(long, default_value_t = 10_000)]
+        key_space: u64,
     },
 }
 
@@ -235,7 +247,31 @@ fn main() -> anyhow::Result<()> {
             split,
             scale,
             bulk_mib,
+            target,
+            endpoints,
+            workload,
+            key_space,
         } => {
+            if let Some(target) = target {
+                anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+                anyhow::ensure!(!endpoints.is_empty(), "--endpoints is needed with --target");
+                let opts = tessel::bench_net::NetBenchOptions {
+                    target,
+                    endpoints,
+                    workload,
+                    clients,
+                    keys: key_space,
+                    value_size,
+                    duration: std::time::Duration::from_secs(seconds.max(1)),
+                };
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                let report = rt.block_on(tessel::bench_net::run(opts))?;
+                println!("{}", tessel::bench_net::NetBenchReport::HEADER);
+                println!("{}", report.row());
+                return Ok(());
+            }
             if split {
                 anyhow::ensure!(clients >= 1, "--clients must be at least 1");
                 let report = actix::System::new().block_on(tessel::bench::run_split(
