@@ -198,7 +198,7 @@ impl Peer {
     }
 
     fn apply_request(&mut self, r: &Request, batch: &mut ApplyBatch) -> Result<Response> {
-        let mut out = Response {
+        let out = Response {
             cmd_type: r.cmd_type,
             ..Default::default()
         };
@@ -220,11 +220,27 @@ impl Peer {
                 batch.wb.remove(keys::data_key(d.cf as u8, &d.key));
                 batch.dirty = true;
             }
-            CmdType::Get => {
-                let g = r.get.as_ref().ok_or_else(|| bad("Get without body"))?;
+            CmdType::Get | CmdType::Snap => {
+                // A read sees every write before it in the log.
                 if batch.dirty {
                     self.commit_batch(batch)?;
                 }
+                return self.read_request(r);
+            }
+            CmdType::Invalid => return Err(bad("invalid command type")),
+        }
+        Ok(out)
+    }
+
+    /// Serves a Get or Snap from the applied state.
+    pub(crate) fn read_request(&self, r: &Request) -> Result<Response> {
+        let mut out = Response {
+            cmd_type: r.cmd_type,
+            ..Default::default()
+        };
+        match r.cmd_type() {
+            CmdType::Get => {
+                let g = r.get.as_ref().ok_or_else(|| bad("Get without body"))?;
                 let v = self
                     .storage()
                     .engines
@@ -237,12 +253,9 @@ impl Peer {
             }
             CmdType::Snap => {
                 let s = r.snap.as_ref().ok_or_else(|| bad("Snap without body"))?;
-                if batch.dirty {
-                    self.commit_batch(batch)?;
-                }
                 out.snap = Some(self.scan(s)?);
             }
-            CmdType::Invalid => return Err(bad("invalid command type")),
+            _ => return Err(bad("not a read")),
         }
         Ok(out)
     }

@@ -10,6 +10,7 @@
 mod apply;
 mod conf_change;
 mod propose;
+mod read;
 mod ready;
 mod split;
 
@@ -89,6 +90,8 @@ pub struct Peer {
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
     pub pending_remove: bool,
+    /// Reads waiting for a leadership confirmation or for apply.
+    reads: read::ReadQueue,
     /// Splits applied since the last Ready, for the store to record.
     splits: Vec<SplitApplied>,
     /// (version, tick) of the last split the checker asked for, so a split
@@ -141,6 +144,7 @@ impl Peer {
             heartbeat_now: false,
             region_changed: None,
             pending_remove: false,
+            reads: Default::default(),
             splits: Vec::new(),
             split_asked: None,
             campaign: Vec::new(),
@@ -209,6 +213,7 @@ impl Peer {
         self.ticks += 1;
         self.raft.tick();
         self.resend_campaign();
+        self.expire_reads();
         let mut out = TickOutcome::default();
         if !self.is_leader() {
             return out;
@@ -312,11 +317,13 @@ impl Peer {
         }
     }
 
-    /// Answers every pending proposal with `e` (the peer is going away).
+    /// Answers every pending proposal and read with `e` (the peer is
+    /// going away).
     pub fn fail_all_proposals(&mut self, e: impl Fn() -> Error) {
         for p in self.proposals.drain(..) {
             let _ = p.cb.send(error_response(e()));
         }
+        self.fail_reads(e);
     }
 
     /// Remembers the vote requests of a new campaign for `resend_campaign`.

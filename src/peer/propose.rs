@@ -69,6 +69,10 @@ impl Peer {
     /// Proposes a command already known to come from this store (a split
     /// with ids from the scheduler, an operator's command).
     pub(crate) fn propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+        if super::read::is_read_only(&req) && self.is_leader() && self.check_command(&req).is_ok() {
+            self.propose_read(req, cb);
+            return;
+        }
         if !self.is_leader() {
             let _ = cb.send(error_response(self.not_leader()));
             return;

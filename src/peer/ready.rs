@@ -30,6 +30,7 @@ impl Peer {
     /// Handles one Ready if raft has one.
     pub fn handle_ready(&mut self) -> Result<ReadyOutcome> {
         let mut out = ReadyOutcome::default();
+        self.flush_reads();
         if self.pending_remove || !self.raft.has_ready() {
             out.destroy = self.pending_remove;
             return Ok(out);
@@ -43,6 +44,8 @@ impl Peer {
         }
         let msgs = rd.take_messages();
         self.push_messages(msgs);
+        let read_states = rd.take_read_states();
+        self.on_read_states(read_states);
 
         let applied_snap =
             self.raft
@@ -71,6 +74,7 @@ impl Peer {
         }
         self.apply_committed(committed)?;
         self.advance_applied();
+        self.serve_reads();
         if let Some(region) = self.region_changed.take() {
             out.region_changed = Some(region);
         }
