@@ -109,3 +109,220 @@ impl Config {
         (interval.as_millis() / base).max(1) as u64
     }
 }
+
+/// A node's configuration file (TOML). Every key is optional: what is not
+/// set keeps its production default; command-line flags override the file.
+/// `tessel config` prints this file with every key, its default and what it
+/// means.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub addr: Option<std::net::SocketAddr>,
+    pub scheduler: Option<String>,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub raft_base_tick_ms: Option<u64>,
+    pub raft_heartbeat_ticks: Option<usize>,
+    pub raft_election_timeout_ticks: Option<usize>,
+    pub raft_check_quorum: Option<bool>,
+    pub raft_pre_vote: Option<bool>,
+    pub raft_max_size_per_msg_bytes: Option<u64>,
+    pub raft_max_inflight_msgs: Option<usize>,
+    pub raft_log_gc_tick_ms: Option<u64>,
+    pub raft_log_gc_count_limit: Option<u64>,
+    pub split_region_check_tick_ms: Option<u64>,
+    pub region_max_size_bytes: Option<u64>,
+    pub region_split_size_bytes: Option<u64>,
+    pub region_heartbeat_tick_ms: Option<u64>,
+    pub store_heartbeat_tick_ms: Option<u64>,
+    pub snapshot_chunk_size_bytes: Option<usize>,
+    pub sled_cache_capacity_bytes: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Parses a file's text; unknown keys and wrong types are errors.
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The production defaults with this file's values on top, checked.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let mut c = Config::default();
+        let ms = Duration::from_millis;
+        macro_rules! set {
+            ($field:ident, $value:expr) => {
+                if let Some(v) = $value {
+                    c.$field = v;
+                }
+            };
+        }
+        set!(raft_base_tick_interval, self.raft_base_tick_ms.map(ms));
+        set!(raft_heartbeat_ticks, self.raft_heartbeat_ticks);
+        set!(
+            raft_election_timeout_ticks,
+            self.raft_election_timeout_ticks
+        );
+        set!(raft_check_quorum, self.raft_check_quorum);
+        set!(raft_pre_vote, self.raft_pre_vote);
+        set!(raft_max_size_per_msg, self.raft_max_size_per_msg_bytes);
+        set!(raft_max_inflight_msgs, self.raft_max_inflight_msgs);
+        set!(raft_log_gc_tick_interval, self.raft_log_gc_tick_ms.map(ms));
+        set!(raft_log_gc_count_limit, self.raft_log_gc_count_limit);
+        set!(
+            split_region_check_tick_interval,
+            self.split_region_check_tick_ms.map(ms)
+        );
+        set!(region_max_size_bytes, self.region_max_size_bytes);
+        set!(region_split_size_bytes, self.region_split_size_bytes);
+        set!(
+            region_heartbeat_tick_interval,
+            self.region_heartbeat_tick_ms.map(ms)
+        );
+        set!(
+            store_heartbeat_tick_interval,
+            self.store_heartbeat_tick_ms.map(ms)
+        );
+        set!(snapshot_chunk_size_bytes, self.snapshot_chunk_size_bytes);
+        set!(sled_cache_capacity_bytes, self.sled_cache_capacity_bytes);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl Config {
+    /// Refuses settings a store cannot run with.
+    pub fn validate(&self) -> Result<(), String> {
+        let tick = self.raft_base_tick_interval;
+        if tick < Duration::from_millis(10) || tick > Duration::from_secs(10) {
+            return Err(format!(
+                "raft_base_tick_ms must be 10..10000, not {}",
+                tick.as_millis()
+            ));
+        }
+        if self.raft_heartbeat_ticks == 0 {
+            return Err("raft_heartbeat_ticks must be at least 1".into());
+        }
+        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
+            return Err("raft_election_timeout_ticks must exceed raft_heartbeat_ticks".into());
+        }
+        if self.raft_max_inflight_msgs == 0 || self.raft_max_size_per_msg == 0 {
+            return Err(
+                "raft_max_inflight_msgs and raft_max_size_per_msg_bytes must be positive".into(),
+            );
+        }
+        if self.region_split_size_bytes == 0
+            || self.region_split_size_bytes >= self.region_max_size_bytes
+        {
+            return Err(
+                "region_split_size_bytes must be positive and below region_max_size_bytes".into(),
+            );
+        }
+        if self.raft_log_gc_count_limit == 0 {
+            return Err("raft_log_gc_count_limit must be positive".into());
+        }
+        if self.snapshot_chunk_size_bytes < 4096 || self.snapshot_chunk_size_bytes > 8 * 1024 * 1024
+        {
+            return Err("snapshot_chunk_size_bytes must be 4 KiB..8 MiB".into());
+        }
+        Ok(())
+    }
+
+    /// A configuration file with every key at its production default,
+    /// each with what it means.
+    pub fn documented_toml() -> String {
+        let c = Config::default();
+        format!(
+            r#"# tessel node configuration. Every key is optional; flags override.
+
+# Where the node listens and is reached (host:port).
+# addr = "127.0.0.1:20160"
+# The scheduler's address (host:port).
+# scheduler = "127.0.0.1:2379"
+# Where the store keeps its data.
+# data_dir = "/var/lib/tessel/node"
+
+# One raft tick; every raft timing below counts in ticks.
+raft_base_tick_ms = {}
+# A leader sends heartbeats every this many ticks.
+raft_heartbeat_ticks = {}
+# A follower that hears no leader for this many ticks (randomised up to
+# twice as many) starts an election.
+raft_election_timeout_ticks = {}
+# A leader that hears from no quorum for an election timeout steps down.
+raft_check_quorum = {}
+# Candidates first ask whether they could win, so a rejoining node cannot
+# depose a healthy leader.
+raft_pre_vote = {}
+# Upper bound on the entries' bytes in one append message.
+raft_max_size_per_msg_bytes = {}
+# Append messages in flight to one follower.
+raft_max_inflight_msgs = {}
+# How often a leader considers compacting its log.
+raft_log_gc_tick_ms = {}
+# The log is compacted once it holds this many applied entries.
+raft_log_gc_count_limit = {}
+# How often a leader has its region measured for a split.
+split_region_check_tick_ms = {}
+# A region larger than this is split...
+region_max_size_bytes = {}
+# ...where its running size passes this.
+region_split_size_bytes = {}
+# How often a leader reports its region to the scheduler.
+region_heartbeat_tick_ms = {}
+# How often the store reports itself to the scheduler.
+store_heartbeat_tick_ms = {}
+# Snapshots travel between nodes in chunks of this size.
+snapshot_chunk_size_bytes = {}
+# sled's page cache.
+sled_cache_capacity_bytes = {}
+"#,
+            c.raft_base_tick_interval.as_millis(),
+            c.raft_heartbeat_ticks,
+            c.raft_election_timeout_ticks,
+            c.raft_check_quorum,
+            c.raft_pre_vote,
+            c.raft_max_size_per_msg,
+            c.raft_max_inflight_msgs,
+            c.raft_log_gc_tick_interval.as_millis(),
+            c.raft_log_gc_count_limit,
+            c.split_region_check_tick_interval.as_millis(),
+            c.region_max_size_bytes,
+            c.region_split_size_bytes,
+            c.region_heartbeat_tick_interval.as_millis(),
+            c.store_heartbeat_tick_interval.as_millis(),
+            c.snapshot_chunk_size_bytes,
+            c.sled_cache_capacity_bytes,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_file_is_the_defaults() {
+        let f = ConfigFile::parse(&Config::documented_toml()).unwrap();
+        let c = f.to_config().unwrap();
+        let d = Config::default();
+        assert_eq!(c.raft_base_tick_interval, d.raft_base_tick_interval);
+        assert_eq!(c.region_max_size_bytes, d.region_max_size_bytes);
+        assert_eq!(c.sled_cache_capacity_bytes, d.sled_cache_capacity_bytes);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        assert!(ConfigFile::parse("raft_base_tick_ms = \"fast\"").is_err());
+        assert!(ConfigFile::parse("no_such_knob = 1").is_err());
+        let e = ConfigFile::parse("region_split_size_bytes = 999999999999")
+            .unwrap()
+            .to_config()
+            .unwrap_err();
+        assert!(e.contains("region_split_size_bytes"), "{e}");
+        let f =
+            ConfigFile::parse("raft_base_tick_ms = 200\nraft_election_timeout_ticks = 20").unwrap();
+        assert_eq!(
+            f.to_config().unwrap().raft_base_tick_interval,
+            Duration::from_millis(200)
+        );
+    }
+}

@@ -50,15 +50,23 @@ enum Command {
     /// start gets a store id from the scheduler; the first node of an empty
     /// cluster bootstraps it.
     Node {
-        /// Address to listen on and to be reached at (port 0 picks one).
-        #[arg(long, default_value = "127.0.0.1:20160")]
-        addr: std::net::SocketAddr,
-        /// The scheduler's address (host:port).
-        #[arg(long, default_value = "127.0.0.1:2379")]
-        scheduler: String,
+        /// Address to listen on and to be reached at (port 0 picks one);
+        /// default 127.0.0.1:20160.
         #[arg(long)]
-        data_dir: PathBuf,
+        addr: Option<std::net::SocketAddr>,
+        /// The scheduler's address (host:port); default 127.0.0.1:2379.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Where the store keeps its data (required here or in the file).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A TOML configuration file (`tessel config` prints one with
+        /// every key); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+    /// Print a node configuration file with every key at its default.
+    Config,
     /// Start an in-process cluster and a shell on stdin (put, get, delete,
     /// scan, regions, stores, help).
     Playground {
@@ -136,9 +144,18 @@ const HELP: &str = "commands:
   help                   this text
   quit                   stop the cluster and exit";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tessel::logging::init();
     let cli = Cli::parse();
+    // Errors are for operators: the message and its causes on one line, a
+    // non-zero exit, no backtrace.
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ctl {
             scheduler,
@@ -179,16 +196,40 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Config => {
+            print!("{}", Config::documented_toml());
+            Ok(())
+        }
         Command::Node {
             addr,
             scheduler,
             data_dir,
+            config,
         } => actix::System::new().block_on(async move {
+            let file = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    tessel::config::ConfigFile::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => Default::default(),
+            };
+            let cfg = file
+                .to_config()
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            let data_dir = data_dir
+                .or(file.data_dir.clone())
+                .context("--data-dir (or data_dir in the config file) is required")?;
             let opts = tessel::server::node::NodeOptions {
-                addr,
-                scheduler,
+                addr: addr
+                    .or(file.addr)
+                    .unwrap_or_else(|| "127.0.0.1:20160".parse().expect("a valid address")),
+                scheduler: scheduler
+                    .or(file.scheduler.clone())
+                    .unwrap_or_else(|| "127.0.0.1:2379".into()),
                 data_dir,
-                cfg: Config::default(),
+                cfg,
             };
             let node = tessel::server::node::Node::start(opts).await?;
             println!(
