@@ -52,6 +52,8 @@ pub struct PeerActor {
     ready_scheduled: bool,
     /// The peer's data is gone; the actor is stopping.
     destroyed: bool,
+    /// Whether the leaders gauge counts this peer.
+    counted_leader: bool,
 }
 
 /// Internal: run the Ready loop once the mailbox's current inputs are in.
@@ -73,6 +75,7 @@ impl PeerActor {
             span,
             ready_scheduled: false,
             destroyed: false,
+            counted_leader: false,
         }
     }
 
@@ -180,8 +183,22 @@ impl PeerActor {
         Ok(snap_region)
     }
 
+    /// Keeps the leaders gauge in step with this peer's role.
+    fn count_leader(&mut self) {
+        let leads = self.peer.is_leader() && !self.destroyed;
+        if leads != self.counted_leader {
+            if leads {
+                crate::metrics::LEADERS.inc();
+            } else {
+                crate::metrics::LEADERS.dec();
+            }
+            self.counted_leader = leads;
+        }
+    }
+
     /// The Ready loop: persist, send, apply, advance, until raft is idle.
     fn handle_ready(&mut self, ctx: &mut Context<Self>) {
+        let _timer = crate::metrics::READY_DURATION.start_timer();
         self.ready_scheduled = false;
         for _ in 0..16 {
             let out = match self.peer.handle_ready() {
@@ -226,6 +243,7 @@ impl PeerActor {
             }
         }
         self.flush_outbox();
+        self.count_leader();
         if let Some(hb) = self.peer.take_heartbeat_now() {
             self.deps.scheduler.do_send(RegionHeartbeat(hb));
         }
@@ -281,9 +299,13 @@ impl Actor for PeerActor {
         });
         // A peer born campaigning (a split's leader side) has a Ready now.
         self.schedule_ready(ctx);
+        crate::metrics::REGIONS.inc();
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        crate::metrics::REGIONS.dec();
+        self.destroyed = true;
+        self.count_leader();
         let region_id = self.peer.region_id();
         self.peer
             .fail_all_proposals(|| Error::RegionNotFound(region_id));

@@ -48,7 +48,10 @@ impl WriterActor {
         // `flush_async`: sled's small IO pool can fill up with flushes that
         // wait on its process-wide batch lock while the log write they need
         // is queued behind them, which deadlocks the whole process.
-        let fut = actix_rt::task::spawn_blocking(move || engines.flush());
+        let fut = actix_rt::task::spawn_blocking(move || {
+            let _timer = crate::metrics::FSYNC_DURATION.start_timer();
+            engines.flush()
+        });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let res =
                 res.unwrap_or_else(|e| Err(crate::Error::Other(format!("flush task failed: {e}"))));

@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod error;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod peer;
 pub mod proto;
 pub mod region;

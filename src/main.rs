@@ -34,6 +34,9 @@ enum Command {
         /// Replicas per region: regions with fewer get peers added.
         #[arg(long, default_value_t = 3)]
         max_replicas: usize,
+        /// Serve /metrics (Prometheus) and /status (JSON) here.
+        #[arg(long)]
+        status_addr: Option<std::net::SocketAddr>,
     },
     /// Operate a running cluster: data, regions, stores, membership, split.
     Ctl {
@@ -64,6 +67,9 @@ enum Command {
         /// every key); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve /metrics (Prometheus) and /status (JSON) here.
+        #[arg(long)]
+        status_addr: Option<std::net::SocketAddr>,
     },
     /// Print a node configuration file with every key at its default.
     Config,
@@ -173,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             data_dir,
             max_replicas,
+            status_addr,
         } => {
             anyhow::ensure!(
                 (1..=7).contains(&max_replicas),
@@ -184,11 +191,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async move {
                 let listener = std::net::TcpListener::bind(addr)
                     .with_context(|| format!("cannot listen on {addr}"))?;
+                let status = match status_addr {
+                    Some(a) => {
+                        let l = std::net::TcpListener::bind(a)
+                            .with_context(|| format!("cannot listen on {a}"))?;
+                        println!("tessel scheduler status at {}", l.local_addr()?);
+                        Some(l)
+                    }
+                    None => None,
+                };
                 println!("tessel scheduler serving at {}", listener.local_addr()?);
                 tessel::server::scheduler_service::serve_scheduler(
                     listener,
                     &data_dir,
                     max_replicas,
+                    status,
                     shutdown_signal(),
                 )
                 .await?;
@@ -205,6 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scheduler,
             data_dir,
             config,
+            status_addr,
         } => actix::System::new().block_on(async move {
             let file = match &config {
                 Some(path) => {
@@ -229,9 +247,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .or(file.scheduler.clone())
                     .unwrap_or_else(|| "127.0.0.1:2379".into()),
                 data_dir,
+                status_addr,
                 cfg,
             };
             let node = tessel::server::node::Node::start(opts).await?;
+            if let Some(s) = node.status_addr {
+                println!("tessel node: status at {s}");
+            }
             println!(
                 "tessel node: store {} serving at {}",
                 node.store_id, node.addr

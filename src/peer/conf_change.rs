@@ -171,6 +171,7 @@ impl Peer {
             "conf change applied"
         );
         self.raft.mut_store().region = region.clone();
+        crate::metrics::CONF_CHANGES.inc();
         self.heartbeat_now = true;
         Ok(ConfChangeApplied {
             response: self.ok_change_response(region.clone()),

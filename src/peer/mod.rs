@@ -294,6 +294,17 @@ impl Peer {
 
     /// The leader's view of its region for the scheduler.
     pub fn heartbeat_request(&self) -> RegionHeartbeatRequest {
+        let last = self.raft.raft.raft_log.last_index();
+        let slowest = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.meta.id)
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(last);
+        crate::metrics::LOG_LAG.observe(last.saturating_sub(slowest) as f64);
         let truncated = self.storage().truncated_index();
         let pending_peers = self
             .region()

@@ -112,6 +112,7 @@ impl Peer {
         let index = self.raft.raft.raft_log.last_index() + 1;
         let term = self.term();
         self.raft.propose(vec![], req.encode_to_vec())?;
+        crate::metrics::PROPOSALS.inc();
         if self.raft.raft.raft_log.last_index() != index {
             // raft-rs drops proposals while a leadership transfer is under way.
             return Err(Error::Other(

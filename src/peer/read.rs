@@ -91,6 +91,7 @@ impl Peer {
         {
             let batch = self.reads.batches.pop_front().expect("front checked above");
             for read in batch.reads {
+                crate::metrics::READS.inc();
                 let resp = self.serve_read(&read.req);
                 let _ = read.cb.send(resp);
             }

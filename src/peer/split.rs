@@ -206,6 +206,7 @@ impl Peer {
             "split applied"
         );
         self.raft.mut_store().region = left.clone();
+        crate::metrics::SPLITS.inc();
         // Both halves are measured afresh; the leader reports at once.
         self.approximate_size = None;
         self.size_diff_hint = 0;

@@ -213,6 +213,14 @@ impl Scheduler {
         self.stores.insert(id, (store, stats));
     }
 
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn store_count(&self) -> usize {
+        self.stores.len()
+    }
+
     pub fn stores(&self) -> Vec<(Store, StoreStats)> {
         self.stores.values().cloned().collect()
     }

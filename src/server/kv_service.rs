@@ -48,6 +48,37 @@ impl KvService {
         ctx: Option<Context>,
         requests: Vec<CmdRequest>,
     ) -> Result<std::result::Result<RaftCmdResponse, errorpb::Error>, Status> {
+        let timer = crate::metrics::KV_DURATION.start_timer();
+        let call = requests
+            .first()
+            .map_or("empty", |r| match (r.cmd_type(), requests.len()) {
+                (CmdType::Get, 1) => "get",
+                (CmdType::Put, 1) => "put",
+                (CmdType::Delete, 1) => "delete",
+                (CmdType::Snap, _) => "scan",
+                (CmdType::Get, _) => "batch_get",
+                (CmdType::Put, _) => "batch_put",
+                (CmdType::Delete, _) => "batch_delete",
+                _ => "other",
+            });
+        let res = self.call_inner(ctx, requests).await;
+        let outcome = match &res {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "region_error",
+            Err(_) => "failed",
+        };
+        crate::metrics::KV_REQUESTS
+            .with_label_values(&[call, outcome])
+            .inc();
+        timer.observe_duration();
+        res
+    }
+
+    async fn call_inner(
+        &self,
+        ctx: Option<Context>,
+        requests: Vec<CmdRequest>,
+    ) -> Result<std::result::Result<RaftCmdResponse, errorpb::Error>, Status> {
         let ctx = ctx.ok_or_else(|| Status::invalid_argument("request without a context"))?;
         if ctx.region_id == 0 {
             return Err(Status::invalid_argument("context without a region id"));

@@ -59,7 +59,8 @@ impl LocalCluster {
                 let _ = stop_rx.await;
             };
             if let Err(e) =
-                super::scheduler_service::serve_scheduler(listener, &sdir, replicas, shutdown).await
+                super::scheduler_service::serve_scheduler(listener, &sdir, replicas, None, shutdown)
+                    .await
             {
                 tracing::error!(error = %e, "scheduler stopped");
             }
@@ -80,6 +81,7 @@ impl LocalCluster {
                 addr,
                 scheduler: scheduler_addr.to_string(),
                 data_dir: dir.join(format!("node{}", i + 1)),
+                status_addr: None,
                 cfg: cfg.clone(),
             })
             .await?;

@@ -44,6 +44,8 @@ pub struct NodeOptions {
     /// The scheduler's address (host:port).
     pub scheduler: String,
     pub data_dir: PathBuf,
+    /// Where to serve `/metrics` and `/status` (none: not served).
+    pub status_addr: Option<SocketAddr>,
     pub cfg: Config,
 }
 
@@ -53,6 +55,8 @@ pub struct Node {
     /// The address the node serves on (the one registered with the scheduler).
     pub addr: SocketAddr,
     pub router: Router,
+    /// Where `/metrics` and `/status` are served, if anywhere.
+    pub status_addr: Option<SocketAddr>,
     net: Option<tokio::runtime::Runtime>,
     stop_server: Option<oneshot::Sender<()>>,
     arbiters: Vec<Arbiter>,
@@ -120,6 +124,25 @@ impl Node {
         transport.set_router(router.clone());
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let stop_rx = futures::FutureExt::shared(async {
+            let _ = stop_rx.await;
+        });
+        let status_addr = match opts.status_addr {
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a)?;
+                let bound = l.local_addr()?;
+                let r = router.clone();
+                let status = move || node_status(r.clone(), store_id, addr);
+                let stop = stop_rx.clone();
+                net.spawn(async move {
+                    if let Err(e) = crate::metrics::serve_status(l, status, stop).await {
+                        warn!(error = %e, "status server stopped");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
         let kv = KvService::new(router.clone()).into_server();
         let raft = RaftService::new(router.clone(), snap_mgr).into_server();
         net.spawn(async move {
@@ -135,9 +158,7 @@ impl Node {
                     tonic::transport::Server::builder()
                         .add_service(kv)
                         .add_service(raft)
-                        .serve_with_incoming_shutdown(incoming, async {
-                            let _ = stop_rx.await;
-                        })
+                        .serve_with_incoming_shutdown(incoming, stop_rx)
                         .await
                 }
                 Err(e) => {
@@ -154,6 +175,7 @@ impl Node {
             store_id,
             addr,
             router,
+            status_addr,
             net: Some(net),
             stop_server: Some(stop_tx),
             arbiters: vec![store_arbiter, writer_arbiter],
@@ -175,6 +197,37 @@ impl Node {
         }
         info!(store_id = self.store_id, "node stopped");
     }
+}
+
+/// The node's `/status`: its store and every region peer it runs.
+async fn node_status(router: Router, store_id: StoreId, addr: SocketAddr) -> serde_json::Value {
+    use crate::actors::msg::GetPeerStatus;
+    let mut regions = Vec::new();
+    for id in router.region_ids() {
+        let Some(peer) = router.peer(id) else {
+            continue;
+        };
+        if let Ok(st) = peer.send(GetPeerStatus).await {
+            let e = st.region.region_epoch.unwrap_or_default();
+            regions.push(serde_json::json!({
+                "region_id": id,
+                "start_key": String::from_utf8_lossy(&st.region.start_key),
+                "end_key": String::from_utf8_lossy(&st.region.end_key),
+                "conf_ver": e.conf_ver,
+                "version": e.version,
+                "peer_id": st.peer_id,
+                "leader": st.is_leader,
+                "term": st.term,
+                "applied_index": st.applied_index,
+                "truncated_index": st.truncated_index,
+            }));
+        }
+    }
+    serde_json::json!({
+        "store_id": store_id,
+        "address": addr.to_string(),
+        "regions": regions,
+    })
 }
 
 /// Runs `fut` on the network runtime and waits for it from this one.

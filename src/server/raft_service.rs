@@ -127,6 +127,10 @@ impl Raft for RaftService {
                 .map_err(|e| Status::internal(format!("cannot place snapshot file: {e}")))
         }
         .await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        crate::metrics::SNAPSHOTS
+            .with_label_values(&["received", outcome])
+            .inc();
         if let Err(e) = result {
             warn!(file = %data.file_name, error = %e, "snapshot not received");
             let _ = std::fs::remove_file(&tmp);

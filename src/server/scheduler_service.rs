@@ -155,13 +155,21 @@ impl SchedulerApi for SchedulerService {
         let inner = self.inner.clone();
         let out = req.into_inner().map(move |hb| {
             let hb = hb?;
+            crate::metrics::SCHEDULER_HEARTBEATS.inc();
             let region_id = hb.region.as_ref().map_or(0, |r| r.id);
             // A refused (stale) heartbeat still gets its answer: one per
             // request keeps the stream's pairing; it carries no operator.
-            let resp = inner.with(|s| s.region_heartbeat(hb)).unwrap_or_else(|e| {
-                tracing::debug!(region_id, error = %e, "region heartbeat refused");
-                None
-            });
+            let resp = inner
+                .with(|s| {
+                    let r = s.region_heartbeat(hb);
+                    crate::metrics::SCHEDULER_REGIONS.set(s.region_count() as i64);
+                    crate::metrics::SCHEDULER_STORES.set(s.store_count() as i64);
+                    r
+                })
+                .unwrap_or_else(|e| {
+                    tracing::debug!(region_id, error = %e, "region heartbeat refused");
+                    None
+                });
             Ok(resp.unwrap_or(RegionHeartbeatResponse {
                 region_id,
                 ..Default::default()
@@ -270,13 +278,45 @@ pub async fn serve_scheduler(
     listener: std::net::TcpListener,
     data_dir: &std::path::Path,
     max_replicas: usize,
+    status: Option<std::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let meta = crate::scheduler::MetaStore::open(data_dir)?;
     // Ids 1.. are free in a new cluster; the first node's store id is 1.
     let mut scheduler = crate::scheduler::Scheduler::open(meta, 1)?;
     scheduler.set_max_replicas(max_replicas);
-    let service = SchedulerService::new(LocalSchedulerClient::new(scheduler));
+    let client = LocalSchedulerClient::new(scheduler);
+    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = status {
+        let c = client.clone();
+        let status = move || {
+            let c = c.clone();
+            async move {
+                c.with(|s| {
+                    serde_json::json!({
+                        "cluster_id": s.cluster_id(),
+                        "bootstrapped": s.is_bootstrapped(),
+                        "stores": s.stores().iter().map(|(st, stats)| serde_json::json!({
+                            "id": st.id,
+                            "address": st.address,
+                            "region_count": stats.region_count,
+                        })).collect::<Vec<_>>(),
+                        "regions": s.region_count(),
+                    })
+                })
+            }
+        };
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = status_stopped.await;
+            };
+            if let Err(e) = crate::metrics::serve_status(listener, status, stopped).await {
+                tracing::warn!(error = %e, "status server stopped");
+            }
+        });
+    }
+    let _stop_status = stop_status;
+    let service = SchedulerService::new(client);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)

@@ -216,6 +216,10 @@ impl Inner {
     /// Streams a snapshot file in chunks, then reports how it ended.
     async fn send_snapshot(self: Arc<Self>, to: StoreId, msg: RaftMessage) {
         let result = self.try_send_snapshot(to, &msg).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        crate::metrics::SNAPSHOTS
+            .with_label_values(&["sent", outcome])
+            .inc();
         if let Err(e) = &result {
             warn!(to, region_id = msg.region_id, error = %e, "snapshot not sent");
         }

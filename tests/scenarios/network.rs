@@ -14,6 +14,8 @@ use tessel::client::Client;
 struct Proc {
     child: Child,
     addr: String,
+    /// Where /metrics and /status are served, if asked for.
+    status: Option<String>,
 }
 
 impl Drop for Proc {
@@ -36,16 +38,24 @@ fn spawn(args: &[&str]) -> Proc {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut status = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("status at ").nth(1) {
+                status = Some(addr.trim().to_string());
+            }
             if let Some(addr) = line.split("serving at ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
+                let _ = tx.send((addr.trim().to_string(), status.clone()));
             }
         }
     });
-    let addr = rx
+    let (addr, status) = rx
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|_| panic!("tessel {args:?} never got ready"));
-    Proc { child, addr }
+    Proc {
+        child,
+        addr,
+        status,
+    }
 }
 
 struct Cluster {
@@ -88,6 +98,8 @@ impl Cluster {
         let addr = self.node_addrs[i].clone();
         let p = spawn(&[
             "node",
+            "--status-addr",
+            "127.0.0.1:0",
             "--addr",
             &addr,
             "--scheduler",
@@ -348,5 +360,48 @@ async fn ctl_moves_a_replica_and_bad_input_is_refused() {
     for p in cluster.nodes.iter_mut().flatten() {
         assert!(p.child.try_wait().unwrap().is_none(), "a node died");
     }
+
+    // Every node serves Prometheus metrics and a JSON status; together the
+    // statuses list both regions' three replicas.
+    let mut replicas = 0;
+    for p in cluster.nodes.iter().flatten() {
+        let status = p.status.as_deref().expect("a status address");
+        let metrics = http_get(status, "/metrics");
+        for name in [
+            "tessel_regions",
+            "tessel_leaders",
+            "tessel_proposals_total",
+            "tessel_fsync_duration_seconds",
+            "tessel_kv_requests_total",
+        ] {
+            assert!(
+                metrics.contains(name),
+                "{name} missing from {status}/metrics"
+            );
+        }
+        let body = http_get(status, "/status");
+        let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(v["store_id"].as_u64().unwrap() > 0);
+        replicas += v["regions"].as_array().unwrap().len();
+    }
+    assert!(replicas >= 6, "{replicas} replicas listed");
     assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = sock.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "GET {path}: {out}");
+    out
 }

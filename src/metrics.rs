@@ -1,0 +1,188 @@
+//! Process-wide Prometheus metrics (served on a node's or the scheduler's
+//! status port at `/metrics`). Nodes sharing a process (the playground)
+//! share these series.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, TextEncoder,
+};
+
+fn latency_buckets() -> Vec<f64> {
+    // 50 us .. ~3 s.
+    exponential_buckets(0.000_05, 2.0, 17).expect("valid buckets")
+}
+
+pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tessel_regions",
+        "Region peers running on this process's stores"
+    )
+    .expect("metric registers once")
+});
+pub static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("tessel_leaders", "Region peers that lead their region")
+        .expect("metric registers once")
+});
+pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_proposals_total",
+        "Commands proposed to raft by leaders"
+    )
+    .expect("metric registers once")
+});
+pub static READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tessel_read_index_reads_total", "Reads served by ReadIndex")
+        .expect("metric registers once")
+});
+pub static LOG_LAG: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tessel_raft_log_lag_entries",
+        "On leaders, every tick: entries the slowest follower is behind",
+        exponential_buckets(1.0, 4.0, 10).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+pub static READY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tessel_ready_apply_duration_seconds",
+        "One turn of a peer's Ready loop: persist (no fsync), send, apply",
+        latency_buckets()
+    )
+    .expect("metric registers once")
+});
+pub static FSYNC_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tessel_fsync_duration_seconds",
+        "One store writer flush (fsync) covering many Readies",
+        latency_buckets()
+    )
+    .expect("metric registers once")
+});
+pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tessel_snapshots_total",
+        "Snapshot files sent and received, by outcome",
+        &["direction", "outcome"]
+    )
+    .expect("metric registers once")
+});
+pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tessel_splits_applied_total", "Splits applied by peers")
+        .expect("metric registers once")
+});
+pub static CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_conf_changes_applied_total",
+        "Membership changes applied by peers"
+    )
+    .expect("metric registers once")
+});
+pub static KV_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tessel_kv_requests_total",
+        "Client requests by call and outcome",
+        &["call", "outcome"]
+    )
+    .expect("metric registers once")
+});
+pub static KV_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tessel_kv_request_duration_seconds",
+        "Client requests, from arrival to answer",
+        latency_buckets()
+    )
+    .expect("metric registers once")
+});
+pub static SCHEDULER_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("tessel_scheduler_regions", "Regions the scheduler knows")
+        .expect("metric registers once")
+});
+pub static SCHEDULER_STORES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("tessel_scheduler_stores", "Stores the scheduler knows")
+        .expect("metric registers once")
+});
+pub static SCHEDULER_HEARTBEATS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_scheduler_region_heartbeats_total",
+        "Region heartbeats received"
+    )
+    .expect("metric registers once")
+});
+
+/// Registers every series, so a scrape shows them all from the start (a
+/// series appears only once touched otherwise).
+pub fn register_all() {
+    for g in [&REGIONS, &LEADERS, &SCHEDULER_REGIONS, &SCHEDULER_STORES] {
+        LazyLock::force(g);
+    }
+    for c in [
+        &PROPOSALS,
+        &READS,
+        &SPLITS,
+        &CONF_CHANGES,
+        &SCHEDULER_HEARTBEATS,
+    ] {
+        LazyLock::force(c);
+    }
+    for h in [&LOG_LAG, &READY_DURATION, &FSYNC_DURATION, &KV_DURATION] {
+        LazyLock::force(h);
+    }
+    // Labelled series exist only once their labels are used; start the
+    // usual ones at zero so rates work from the first scrape.
+    for direction in ["sent", "received"] {
+        for outcome in ["ok", "failed"] {
+            SNAPSHOTS.with_label_values(&[direction, outcome]);
+        }
+    }
+    for call in [
+        "get",
+        "put",
+        "delete",
+        "scan",
+        "batch_get",
+        "batch_put",
+        "batch_delete",
+    ] {
+        for outcome in ["ok", "region_error", "failed"] {
+            KV_REQUESTS.with_label_values(&[call, outcome]);
+        }
+    }
+}
+
+/// Every metric in Prometheus's text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Serves `/metrics` and `/status` (the JSON `status` returns) on
+/// `listener` until `shutdown`. Must run on a tokio runtime.
+pub async fn serve_status<F, Fut>(
+    listener: std::net::TcpListener,
+    status: F,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = serde_json::Value> + Send + 'static,
+{
+    use axum::routing::get;
+    register_all();
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { render() }))
+        .route(
+            "/status",
+            get(move || {
+                let status = status.clone();
+                async move { axum::Json(status().await) }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
