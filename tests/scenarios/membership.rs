@@ -21,32 +21,37 @@ async fn transfer_leader() {
     cluster.start().await;
     cluster.must_put(b"k", b"v").await;
     for id in 1..=5 {
-        let leader = cluster.leader_of_region(1).await.expect("a leader");
-        let region = cluster.get_region(b"").await;
-        let req = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: 1,
-                peer: Some(leader),
-                region_epoch: region.region_epoch,
-                term: 0,
-            }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::TransferLeader as i32,
-                transfer_leader: Some(TransferLeaderRequest {
-                    peer: Some(p(id, id)),
+        // Leadership may move between the lookup and the request (an
+        // election on a loaded machine): ask again on NotLeader.
+        let resp = loop {
+            let leader = cluster.leader_of_region(1).await.expect("a leader");
+            let region = cluster.get_region(b"").await;
+            let req = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id: 1,
+                    peer: Some(leader),
+                    region_epoch: region.region_epoch,
+                    term: 0,
                 }),
-                ..Default::default()
-            }),
+                requests: vec![],
+                admin_request: Some(AdminRequest {
+                    cmd_type: AdminCmdType::TransferLeader as i32,
+                    transfer_leader: Some(TransferLeaderRequest {
+                        peer: Some(p(id, id)),
+                    }),
+                    ..Default::default()
+                }),
+            };
+            let resp = cluster
+                .call_command(req, Duration::from_secs(1))
+                .await
+                .expect("the leader answers at once");
+            match resp.header.as_ref().and_then(|h| h.error.as_ref()) {
+                Some(e) if e.not_leader.is_some() => continue,
+                Some(e) => panic!("transfer refused: {}", e.message),
+                None => break resp,
+            }
         };
-        let resp = cluster
-            .call_command(req, Duration::from_secs(1))
-            .await
-            .expect("the leader answers at once");
-        assert!(
-            resp.header.and_then(|h| h.error).is_none(),
-            "transfer refused"
-        );
         assert_eq!(
             resp.admin_response.map(|a| a.cmd_type()),
             Some(AdminCmdType::TransferLeader)
