@@ -211,6 +211,47 @@ async fn processes_serve_split_and_survive_kill_9() {
     for i in 300..350 {
         client.put(&key(i), b"after-restart").await.unwrap();
     }
+    // The restarted node catches up: each of its peers reaches the applied
+    // index the other replicas report.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = |i: usize| -> std::collections::HashMap<u64, u64> {
+            let Some(p) = cluster.nodes[i].as_ref() else {
+                return Default::default();
+            };
+            let body = http_get(p.status.as_deref().unwrap(), "/status");
+            let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            v["regions"]
+                .as_array()
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| {
+                            (
+                                r["region_id"].as_u64().unwrap(),
+                                r["applied_index"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let restarted = applied(1);
+        let others = [applied(0), applied(2)];
+        let caught_up = !restarted.is_empty()
+            && others
+                .iter()
+                .flat_map(|o| o.iter())
+                .all(|(region, index)| restarted.get(region).is_some_and(|mine| mine >= index));
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never caught up: {restarted:?} vs {others:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // kill -9 everything, restart: every acknowledged write is there.
     for i in 0..3 {
