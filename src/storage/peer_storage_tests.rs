@@ -208,3 +208,45 @@ fn split_born_region_starts_at_the_initial_index_and_keeps_its_vote() {
     assert_eq!((st.hard_state.term, st.hard_state.vote), (7, 9));
     assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
 }
+
+/// Compacted entries are deleted in the background; entries a crash left
+/// behind (the truncation durable, the deletion not) go at the next start.
+#[test]
+fn compacted_entries_are_deleted_now_or_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = storage(dir.path());
+    let ents: Vec<Entry> = (6..=12).map(|i| entry(i, 6)).collect();
+    s.save_ready(&Snapshot::default(), &ents, None).unwrap();
+    let present = |s: &PeerStorage, i: u64| {
+        s.engines
+            .raft
+            .contains_key(keys::raft_log_key(1, i))
+            .unwrap()
+    };
+    s.apply_state.applied_index = 12;
+    s.apply_state.truncated_state = Some(RaftTruncatedState { index: 8, term: 6 });
+    s.compact_log_to(6, 8).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while (6..=8).any(|i| present(&s, i)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compacted entries never deleted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(present(&s, 9));
+
+    // A crash after the truncation to 10 was recorded, before its deletion.
+    s.apply_state.truncated_state = Some(RaftTruncatedState { index: 10, term: 6 });
+    let engines = s.engines.clone();
+    engines
+        .kv
+        .insert(keys::apply_state_key(1), s.apply_state.encode_to_vec())
+        .unwrap();
+    drop(s);
+    let mgr = SnapManager::new(dir.path().join("snap")).unwrap();
+    let s = PeerStorage::new(engines, mgr, 1, region()).unwrap();
+    assert!(!present(&s, 9) && !present(&s, 10));
+    assert!(present(&s, 11) && present(&s, 12));
+    assert_eq!(s.first_index(), 11);
+}
