@@ -8,7 +8,6 @@
 //! [`Error::Timeout`] after the client's deadline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -39,13 +38,8 @@ struct RegionCache {
 
 impl RegionCache {
     fn locate(&self, key: &[u8]) -> Option<(Region, Option<Peer>)> {
-        let mut lookup = vec![0];
-        lookup.extend_from_slice(key);
-        let (_, id) = self
-            .ranges
-            .range((Bound::Excluded(lookup), Bound::Unbounded))
-            .next()?;
-        let (r, l) = self.regions.get(id)?;
+        let id = crate::region::range_lookup(&self.ranges, key)?;
+        let (r, l) = self.regions.get(&id)?;
         key_in_region(key, r).then(|| (r.clone(), *l))
     }
 

@@ -53,7 +53,8 @@ pub enum CtlCommand {
     Split { key: String },
 }
 
-fn show_key(k: &[u8]) -> String {
+/// A key for people: quoted, `""` when empty.
+pub fn show_key(k: &[u8]) -> String {
     if k.is_empty() {
         "\"\"".into()
     } else {

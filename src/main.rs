@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tessel::ctl::show_key;
 use tessel::testkit::Cluster;
 use tessel::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -523,14 +524,6 @@ async fn membership(
         peer.store_id,
         start.elapsed().as_millis()
     ))
-}
-
-fn show_key(k: &[u8]) -> String {
-    if k.is_empty() {
-        "\"\"".into()
-    } else {
-        format!("{:?}", String::from_utf8_lossy(k))
-    }
 }
 
 fn regions(cluster: &Cluster) -> String {

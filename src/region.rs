@@ -50,6 +50,22 @@ pub fn range_key(end_key: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The id of the entry of a range map (keyed by [`range_key`]) whose range
+/// may hold `key`: the first end key above it. The caller checks the start.
+pub fn range_lookup(ranges: &std::collections::BTreeMap<Vec<u8>, u64>, key: &[u8]) -> Option<u64> {
+    // A key (unlike an end key) is never +infinity, even when empty.
+    let mut lookup = Vec::with_capacity(key.len() + 1);
+    lookup.push(0);
+    lookup.extend_from_slice(key);
+    ranges
+        .range((
+            std::ops::Bound::Excluded(lookup),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .map(|(_, id)| *id)
+}
+
 pub fn epoch(region: &Region) -> RegionEpoch {
     region.region_epoch.unwrap_or_default()
 }

@@ -9,7 +9,6 @@ pub mod grpc_client;
 pub mod meta_store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 
 use tracing::{debug, warn};
 
@@ -448,14 +447,8 @@ impl Scheduler {
 
     /// The region holding `key`, as last reported.
     pub fn get_region(&self, key: &[u8]) -> Option<RegionInfo> {
-        // A key (unlike an end key) is never +infinity, even when empty.
-        let mut lookup = vec![0];
-        lookup.extend_from_slice(key);
-        let (_, id) = self
-            .ranges
-            .range((Bound::Excluded(lookup), Bound::Unbounded))
-            .next()?;
-        let info = self.regions.get(id)?;
+        let id = crate::region::range_lookup(&self.ranges, key)?;
+        let info = self.regions.get(&id)?;
         key_in_region(key, &info.region).then(|| info.clone())
     }
 
