@@ -39,6 +39,19 @@ pub enum Error {
     RaftCodec(#[from] protobuf::ProtobufError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The directory held a store once (its identity file says which) but
+    /// its database opened without it: the data was lost or replaced.
+    #[error(
+        "{dir}: this directory held store {store_id} of cluster {cluster_id}, but its database \
+         opened empty or without that store; its data was lost. Refusing to start as a new store \
+         at the old one's address: start with --new-store to set the old data aside and join as a \
+         new store (remove the old store's replicas with `tessel ctl remove-peer`)"
+    )]
+    DataLost {
+        dir: std::path::PathBuf,
+        store_id: u64,
+        cluster_id: u64,
+    },
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("{0}")]

@@ -77,6 +77,11 @@ enum Command {
         /// Serve /metrics (Prometheus) and /status (JSON) here.
         #[arg(long)]
         status_addr: Option<std::net::SocketAddr>,
+        /// Join as a new store even though this data directory held a
+        /// store whose data was lost (the node refuses to start otherwise).
+        /// The old data is renamed aside, not deleted.
+        #[arg(long)]
+        new_store: bool,
     },
     /// Print a node configuration file with every key at its default.
     Config,
@@ -230,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             config,
             status_addr,
+            new_store,
         } => actix::System::new().block_on(async move {
             let file = match &config {
                 Some(path) => {
@@ -256,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
                 status_addr,
                 cfg,
+                new_store,
             };
             let node = tessel::server::node::Node::start(opts).await?;
             if let Some(s) = node.status_addr {

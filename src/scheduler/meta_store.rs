@@ -5,16 +5,22 @@
 //! Ids are reserved in batches: the high-water mark written (and fsynced)
 //! before an id below it is handed out, so ids never repeat across restarts
 //! (a restart skips the rest of the batch). Stores are fsynced when they
-//! change, as a store id must never be forgotten. Regions are written without
-//! waiting for an fsync: they are also re-learned from the leaders'
-//! heartbeats, so a restart that lost the last changes only serves a slightly
-//! older view until the next heartbeats.
+//! change, as a store id must never be forgotten; so are the cluster id and
+//! the bootstrap. Every fsync goes through [`SledSyncer`], which also syncs
+//! what sled's own flush leaves out (its log's size, blobs, directories).
+//! Regions from heartbeats are written without waiting for an fsync: they
+//! are re-learned from the leaders' heartbeats, so a restart that lost the
+//! last changes only serves a slightly older view until the next heartbeats;
+//! they become durable with the next fsync of anything else, or within
+//! about a second by sled's background flusher (which calls `fsync` on the
+//! log).
 
 use std::path::Path;
 
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::storage::durable::SledSyncer;
 use crate::proto::metapb::{Region, Store};
 
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
@@ -34,6 +40,7 @@ pub struct Loaded {
 
 pub struct MetaStore {
     db: sled::Db,
+    syncer: SledSyncer,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -57,15 +64,13 @@ fn read_u64(v: &[u8]) -> Result<u64> {
 
 impl MetaStore {
     pub fn open(dir: &Path) -> Result<MetaStore> {
-        std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("meta"))
+        let config = sled::Config::new()
             .cache_capacity(16 * 1024 * 1024)
-            // Region writes ride on sled's background flush; ids and stores
-            // are flushed explicitly.
-            .flush_every_ms(Some(200))
-            .open()?;
-        Ok(MetaStore { db })
+            // Region writes ride on sled's background flush; ids, stores and
+            // the bootstrap are synced explicitly.
+            .flush_every_ms(Some(1000));
+        let (db, syncer) = SledSyncer::open(&dir.join("meta"), config)?;
+        Ok(MetaStore { db, syncer })
     }
 
     pub fn load(&self) -> Result<Loaded> {
@@ -96,22 +101,19 @@ impl MetaStore {
 
     pub fn save_cluster_id(&self, id: u64) -> Result<()> {
         self.db.insert(CLUSTER_ID_KEY, &id.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.syncer.flush(&self.db)
     }
 
     /// Durably raises the id high-water mark.
     pub fn save_id_limit(&self, limit: u64) -> Result<()> {
         self.db.insert(ID_LIMIT_KEY, &limit.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.syncer.flush(&self.db)
     }
 
     pub fn save_store(&self, store: &Store) -> Result<()> {
         self.db
             .insert(keyed(STORE_PREFIX, store.id), store.encode_to_vec())?;
-        self.db.flush()?;
-        Ok(())
+        self.syncer.flush(&self.db)
     }
 
     pub fn save_region(&self, region: &Region) -> Result<()> {
@@ -126,7 +128,6 @@ impl MetaStore {
     }
 
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.syncer.flush(&self.db)
     }
 }

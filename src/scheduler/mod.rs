@@ -191,7 +191,29 @@ impl Scheduler {
     }
 
     /// Records a store durably (a store id must never be forgotten).
+    /// Refuses a store at the address of another registered store that still
+    /// holds replicas: that is a node whose data was lost coming back as a
+    /// stranger, and routing the old store's peers to it would be wrong.
     pub fn put_store_checked(&mut self, store: Store) -> Result<(), SchedulerError> {
+        if !store.address.is_empty() {
+            let holder = self
+                .stores
+                .values()
+                .map(|(s, _)| s)
+                .find(|s| s.id != store.id && s.address == store.address)
+                .filter(|old| {
+                    self.regions
+                        .values()
+                        .any(|r| r.region.peers.iter().any(|p| p.store_id == old.id))
+                });
+            if let Some(old) = holder {
+                return Err(SchedulerError::Invalid(format!(
+                    "address {} belongs to store {}, which still holds replicas; store {} \
+                     cannot register there until they are removed",
+                    store.address, old.id, store.id
+                )));
+            }
+        }
         if let Some(meta) = &self.meta {
             meta.save_store(&store)?;
         }
@@ -500,6 +522,26 @@ mod tests {
             leader: Some(Peer { id: 1, store_id: 1 }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_stranger_cannot_take_the_address_of_a_store_with_replicas() {
+        let mut s = Scheduler::new(10);
+        let at = |id: u64| Store {
+            id,
+            address: "127.0.0.1:20160".into(),
+        };
+        s.put_store_checked(at(1)).unwrap();
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        // Store 1 re-registering is fine; store 5 at its address is not.
+        s.put_store_checked(at(1)).unwrap();
+        let err = s.put_store_checked(at(5)).unwrap_err().to_string();
+        assert!(err.contains("belongs to store 1"), "{err}");
+        // Once store 1 holds no replica, the address is free.
+        let mut r = region(1, b"", b"", 2, 1);
+        r.peers = vec![Peer { id: 2, store_id: 2 }];
+        s.region_heartbeat(hb(r)).unwrap();
+        s.put_store_checked(at(5)).unwrap();
     }
 
     #[test]

@@ -83,6 +83,7 @@ impl LocalCluster {
                 data_dir: dir.join(format!("node{}", i + 1)),
                 status_addr: None,
                 cfg: cfg.clone(),
+                new_store: false,
             })
             .await?;
             cluster.nodes.push(node);

@@ -47,6 +47,9 @@ pub struct NodeOptions {
     /// Where to serve `/metrics` and `/status` (none: not served).
     pub status_addr: Option<SocketAddr>,
     pub cfg: Config,
+    /// The operator's word that a directory whose store data was lost may
+    /// join as a new store: the old data is moved aside, not deleted.
+    pub new_store: bool,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::stop`].
@@ -74,10 +77,7 @@ impl Node {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 
-        let engines = Engines::open(
-            &opts.data_dir.join("store"),
-            opts.cfg.sled_cache_capacity_bytes,
-        )?;
+        let engines = open_engines(&opts)?;
         let snap_mgr = SnapManager::new(opts.data_dir.join("snap"))?;
         let scheduler = {
             let _g = net.enter();
@@ -196,6 +196,33 @@ impl Node {
             net.shutdown_background();
         }
         info!(store_id = self.store_id, "node stopped");
+    }
+}
+
+/// Opens the store's engines. A directory whose database lost the store it
+/// held is refused unless the operator passed `new_store`; then the old
+/// store and snapshot directories are renamed aside (kept for forensics)
+/// and an empty store is opened in their place.
+fn open_engines(opts: &NodeOptions) -> Result<Engines> {
+    let dir = opts.data_dir.join("store");
+    match Engines::open(&dir, opts.cfg.sled_cache_capacity_bytes) {
+        Err(Error::DataLost { store_id, .. }) if opts.new_store => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for name in ["store", "snap"] {
+                let from = opts.data_dir.join(name);
+                if from.exists() {
+                    let to = opts.data_dir.join(format!("{name}.lost-{stamp}"));
+                    std::fs::rename(&from, &to)?;
+                    warn!(old_store = store_id, from = %from.display(), to = %to.display(),
+                        "--new-store: the lost store's data was moved aside");
+                }
+            }
+            crate::storage::durable::sync_dir(&opts.data_dir)?;
+            Engines::open(&dir, opts.cfg.sled_cache_capacity_bytes)
+        }
+        other => other,
     }
 }
 
@@ -328,13 +355,57 @@ async fn register(
         {
             Ok(()) => info!(region_id = region.id, "cluster bootstrapped"),
             Err(e) => {
-                // Another node bootstrapped first: this copy never served.
-                warn!(error = %e, "bootstrap refused; joining as an empty store");
-                forget_region(engines, region.id)?;
+                // The answer may be lost after the scheduler committed the
+                // bootstrap (a timeout, a dropped connection), or the refusal
+                // may come from a retry of our own bootstrap. Only the
+                // scheduler's recorded view decides: the local region is
+                // forgotten only if the scheduler provably holds another
+                // first region; in every other case it is kept, because it
+                // may be the cluster's only replica.
+                warn!(error = %e, "bootstrap not acknowledged; asking the scheduler what it recorded");
+                match recorded_bootstrap(sched, region.id).await? {
+                    Some(true) => {
+                        info!(region_id = region.id, "the scheduler recorded our bootstrap")
+                    }
+                    Some(false) => {
+                        warn!(ours = region.id,
+                            "another node bootstrapped the cluster; joining as an empty store");
+                        forget_region(engines, region.id)?;
+                    }
+                    None => {
+                        return Err(Error::Other(format!(
+                            "bootstrap of region {} was not acknowledged and the scheduler \
+                             records no first region yet: {e}",
+                            region.id
+                        )))
+                    }
+                }
             }
         }
     }
     sched.put_store(store).await
+}
+
+/// What the scheduler recorded of a bootstrap: None if it is not
+/// bootstrapped, Some(true) if it holds `region_id` (our bootstrap went
+/// through), Some(false) if it was bootstrapped with another region. Asks a
+/// few times with backoff, as it is asked right after an ambiguous failure.
+async fn recorded_bootstrap(sched: &GrpcSchedulerClient, region_id: u64) -> Result<Option<bool>> {
+    let mut pause = Duration::from_millis(100);
+    let mut last = None;
+    for _ in 0..8 {
+        match sched.is_bootstrapped().await {
+            Ok(s) if !s.bootstrapped => return Ok(None),
+            Ok(_) => match sched.get_region_by_id(region_id).await {
+                Ok(r) => return Ok(Some(r.region.is_some())),
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    Err(last.unwrap_or_else(|| Error::Other("scheduler unreachable".into())))
 }
 
 /// Deletes the states of a region this store bootstrapped but never served.

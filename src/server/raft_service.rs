@@ -124,7 +124,9 @@ impl Raft for RaftService {
             file.sync_all()
                 .map_err(|e| Status::internal(format!("cannot sync snapshot file: {e}")))?;
             std::fs::rename(&tmp, &path)
-                .map_err(|e| Status::internal(format!("cannot place snapshot file: {e}")))
+                .map_err(|e| Status::internal(format!("cannot place snapshot file: {e}")))?;
+            crate::storage::durable::sync_dir(self.snap_mgr.dir())
+                .map_err(|e| Status::internal(format!("cannot sync snapshot directory: {e}")))
         }
         .await;
         let outcome = if result.is_ok() { "ok" } else { "failed" };

@@ -1,6 +1,7 @@
 //! Durable state of a store: the sled engines, each region's `PeerStorage`
 //! (raft-rs's view of the log) and snapshots.
 
+pub mod durable;
 pub mod engine;
 pub mod peer_storage;
 pub mod snapshot;

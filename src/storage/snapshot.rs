@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{RaftApplyState, SnapshotData, SnapshotEntry, SnapshotHeader};
+use crate::storage::durable::{create_dir_all_durable, sync_dir};
 use crate::storage::engine::Engines;
 use crate::RegionId;
 
@@ -36,7 +37,7 @@ pub struct SnapManager {
 
 impl SnapManager {
     pub fn new(dir: PathBuf) -> Result<SnapManager> {
-        fs::create_dir_all(&dir)?;
+        create_dir_all_durable(&dir)?;
         Ok(SnapManager { dir })
     }
 
@@ -120,6 +121,7 @@ pub fn generate(
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     fs::rename(&tmp, &path)?;
+    sync_dir(mgr.dir())?;
     mgr.remove_old(store_id, region.id, &name);
 
     let data = SnapshotData {
@@ -161,6 +163,9 @@ pub fn copy_in_chunks(src: &Path, dst: &Path, chunk: usize) -> Result<u64> {
     }
     w.sync_all()?;
     fs::rename(&tmp, dst)?;
+    if let Some(dir) = dst.parent() {
+        sync_dir(dir)?;
+    }
     Ok(total)
 }
 

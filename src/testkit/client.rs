@@ -22,7 +22,11 @@ use crate::StoreId;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one attempt waits for an answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// The first pause between attempts; it doubles after every failed attempt
+/// up to [`MAX_RETRY_PAUSE`], so a region whose every peer sits on a stopped
+/// store does not spin (and starve the runtime that would restart them).
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 fn cf_of(cf: u8) -> i32 {
     match cf {
@@ -96,7 +100,14 @@ impl Cluster {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut attempt = 0usize;
         let mut last_err = String::new();
+        let mut pause = RETRY_PAUSE;
         while Instant::now() < deadline {
+            if attempt > 0 {
+                // Every path that did not return pauses here, with backoff:
+                // a hint followed at once still waits the shortest pause.
+                actix_rt::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
             attempt += 1;
             let Some(info) = self.get_region_info(key, Duration::from_secs(2)).await else {
                 last_err = "no region".into();
@@ -104,7 +115,6 @@ impl Cluster {
             };
             let region = info.region;
             if region.peers.is_empty() {
-                actix_rt::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
             let cached = self.inner.leaders.lock().get(&region.id).cloned();
@@ -135,14 +145,14 @@ impl Cluster {
             match err.not_leader.and_then(|nl| nl.leader) {
                 Some(hint) if hint.id != leader.id => {
                     self.inner.leaders.lock().insert(region.id, hint);
-                    continue;
+                    // A fresh hint is worth trying at the shortest pause.
+                    pause = RETRY_PAUSE;
                 }
                 _ => {
                     let next = region.peers[attempt % region.peers.len()];
                     self.inner.leaders.lock().insert(region.id, next);
                 }
             }
-            actix_rt::time::sleep(RETRY_PAUSE).await;
         }
         Err(Error::Timeout(format!(
             "request for key {:?} failed for {REQUEST_DEADLINE:?}: {last_err}",

@@ -25,6 +25,26 @@ use crate::storage::peer_storage::write_initial_states;
 use crate::storage::{Engines, SnapManager};
 use crate::{RegionId, StoreId};
 
+/// Copies a directory tree as it is now (regular files and directories).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            match std::fs::copy(entry.path(), &target) {
+                Ok(_) => {}
+                // A temporary file removed while we copied was never needed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A store running in this process.
 struct RunningStore {
     arbiter: Arbiter,
@@ -226,13 +246,52 @@ impl Cluster {
         info!(store_id, "store started");
     }
 
-    /// Stops one store at once, as a crash would: its actors are dropped
-    /// with whatever they had in flight; what was flushed survives.
+    /// Shuts one store down cleanly: its actors stop with whatever they had
+    /// in flight (unanswered requests get no answer), then its database is
+    /// closed, which flushes and fsyncs everything sled still buffered.
     pub async fn stop_store(&self, store_id: StoreId) {
-        self.inner.net.unregister(store_id);
-        let Some(s) = self.inner.stores.lock().remove(&store_id) else {
+        if let Some(engines) = self.halt_store(store_id).await {
+            drop(engines);
+            info!(store_id, "store stopped");
+        }
+    }
+
+    /// Crashes one store the way `kill -9` does: its actors stop where they
+    /// are, and what sled still held in its own buffers is lost. What sled
+    /// had written to its files survives, as the page cache outlives a
+    /// killed process; everything the writer acknowledged is among it.
+    ///
+    /// How: the store's files are frozen by copying them as they are, and
+    /// the running database is abandoned without being closed (closing sled
+    /// flushes its buffers). The abandoned handle's memory (bounded by
+    /// `sled_cache_capacity_bytes`) stays allocated until the process ends;
+    /// its files are deleted. A power cut, which also loses what was
+    /// written but not fsynced, is tested with real processes on a lazy
+    /// filesystem instead (tests/scenarios/power_loss.rs).
+    pub async fn crash_store(&self, store_id: StoreId) {
+        let Some(engines) = self.halt_store(store_id).await else {
             return;
         };
+        let dir = self.store_dir(store_id);
+        static CRASHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CRASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let abandoned = dir.with_extension(format!("crashed-{n}"));
+        // Renaming first moves the open files with the abandoned handle, so a
+        // late write of its IO threads cannot reach the copy.
+        std::fs::rename(&dir, &abandoned).expect("the crashed store's directory can be renamed");
+        copy_dir(&abandoned, &dir).expect("the crashed store's files can be copied");
+        std::mem::forget(engines);
+        if let Err(e) = std::fs::remove_dir_all(&abandoned) {
+            tracing::warn!(store_id, error = %e, "abandoned store files not removed");
+        }
+        info!(store_id, "store crashed");
+    }
+
+    /// Unregisters a store and stops its actors, waiting for their threads.
+    /// Returns the store's engines, now unused by anything of the store.
+    async fn halt_store(&self, store_id: StoreId) -> Option<Engines> {
+        self.inner.net.unregister(store_id);
+        let s = self.inner.stores.lock().remove(&store_id)?;
         s.arbiter.stop();
         s.writer_arbiter.stop();
         let (a, w) = (s.arbiter, s.writer_arbiter);
@@ -241,11 +300,17 @@ impl Cluster {
             let _ = w.join();
         })
         .await;
-        drop(s.engines);
-        info!(store_id, "store stopped");
+        Some(s.engines)
     }
 
-    /// Stops every store.
+    /// Crashes every store (see [`Cluster::crash_store`]).
+    pub async fn crash_all(&self) {
+        for id in self.store_ids() {
+            self.crash_store(id).await;
+        }
+    }
+
+    /// Stops every store cleanly.
     pub async fn shutdown(&self) {
         for id in self.store_ids() {
             self.stop_store(id).await;

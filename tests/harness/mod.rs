@@ -90,7 +90,18 @@ async fn faults(cluster: Cluster, w: Workload, seed: u64, done: Arc<AtomicBool>)
             cluster.add_filter(Filter::Drop(0.1));
         }
         let pause = rng.gen_range(500..=700);
-        actix_rt::time::sleep(Duration::from_millis(pause)).await;
+        if w.crash && rng.gen_bool(0.5) {
+            // A crash while clients run: one store at a time, so a quorum
+            // of every region that has one keeps serving.
+            let victim = rng.gen_range(1..=STORES);
+            let down = rng.gen_range(100..=400);
+            actix_rt::time::sleep(Duration::from_millis(pause - down.min(pause))).await;
+            cluster.crash_store(victim).await;
+            actix_rt::time::sleep(Duration::from_millis(down)).await;
+            cluster.start_store(victim).await;
+        } else {
+            actix_rt::time::sleep(Duration::from_millis(pause)).await;
+        }
     }
 }
 
@@ -157,7 +168,7 @@ pub async fn run(w: Workload) {
             results.push(h.await.expect("client does not panic"));
         }
         if w.crash {
-            cluster.shutdown().await;
+            cluster.crash_all().await;
             for id in 1..=STORES {
                 cluster.start_store(id).await;
             }

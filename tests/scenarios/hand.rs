@@ -118,7 +118,7 @@ async fn one_snapshot() {
     wait_cf(&cluster, 1, b"k2", None).await;
 
     // Restarted, store 1 serves from its own disk.
-    cluster.stop_store(1).await;
+    cluster.crash_store(1).await;
     cluster.start_store(1).await;
     wait_cf(&cluster, 1, b"k1", Some(b"v1")).await;
     wait_cf(&cluster, 1, b"k114", Some(b"k114")).await;
@@ -180,7 +180,7 @@ async fn restart_one_store_mid_workload() {
         .await
         .expect("a leader")
         .store_id;
-    cluster.stop_store(victim).await;
+    cluster.crash_store(victim).await;
     actix_rt::time::sleep(Duration::from_millis(1500)).await;
     cluster.start_store(victim).await;
     actix_rt::time::sleep(Duration::from_millis(700)).await;
