@@ -275,9 +275,10 @@ impl PeerActor {
                 region.id, self.peer.meta.id
             );
         }
-        let region_id = region.id;
-        self.peer
-            .fail_all_proposals(|| Error::RegionNotFound(region_id));
+        // Commands in flight may be committed by the remaining peers.
+        self.peer.fail_all_proposals(|| {
+            Error::Undetermined("the peer was destroyed with the command in flight".into())
+        });
         tracing::info!("peer destroyed");
         self.deps.store.do_send(PeerDestroyed {
             region,
@@ -306,9 +307,10 @@ impl Actor for PeerActor {
         crate::metrics::REGIONS.dec();
         self.destroyed = true;
         self.count_leader();
-        let region_id = self.peer.region_id();
-        self.peer
-            .fail_all_proposals(|| Error::RegionNotFound(region_id));
+        // The peer's store or actor stops; its log may still commit them.
+        self.peer.fail_all_proposals(|| {
+            Error::Undetermined("the peer stopped with the command in flight".into())
+        });
     }
 }
 

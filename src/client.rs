@@ -6,6 +6,14 @@
 //! again, StaleCommand / ServerIsBusy / an unreachable node back off and
 //! retry. Batches and scans are split by region. Every call gives up with
 //! [`Error::Timeout`] after the client's deadline.
+//!
+//! Writes are retried only after errors that prove they did not take effect
+//! (NotLeader, EpochNotMatch, KeyNotInRegion, RegionNotFound, StaleCommand,
+//! ServerIsBusy, a refused connection). After anything else (an
+//! `Undetermined` answer, a call that failed once sent) a write returns
+//! [`Error::Undetermined`]: it may or may not have been applied, and a
+//! blind retry could apply it again after another client's write (etcd's
+//! client draws the same line). Reads are always retried.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -102,6 +110,30 @@ impl Op {
     fn is_batch(&self) -> bool {
         matches!(self, Op::BatchGet(_) | Op::BatchPut(_) | Op::BatchDelete(_))
     }
+
+    /// Whether applying the op twice could differ from applying it once
+    /// (a retry of a put that lost to another client's put would undo it).
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Op::Put(..) | Op::Delete(_) | Op::BatchPut(_) | Op::BatchDelete(_)
+        )
+    }
+}
+
+/// Whether a failed call provably never reached the node: the connection
+/// was refused. Anything else (a reset, a timeout) may have delivered it.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// What a region answered.
@@ -372,7 +404,13 @@ impl Client {
             };
             let answer = match self.node(peer.store_id).await {
                 Ok(mut kv) => call(&mut kv, ctx, &op).await,
-                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                Err(e) => {
+                    // No channel to the node: nothing was sent.
+                    last = e.to_string();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
             };
             match answer {
                 Ok((None, reply)) => {
@@ -381,6 +419,11 @@ impl Client {
                 }
                 Ok((Some(err), _)) => {
                     last = err.message.clone();
+                    if err.undetermined.is_some() && op.is_write() {
+                        // It may have been applied: a blind retry could apply
+                        // it twice, after another client's write.
+                        return Err(Error::Undetermined(err.message));
+                    }
                     if let (Some(k), true) = (&err.key_not_in_region, op.is_batch()) {
                         // The region no longer holds the whole batch (a
                         // split): the caller regroups it by region.
@@ -397,6 +440,14 @@ impl Client {
                 Err(status) if status.code() == Code::InvalidArgument => {
                     return Err(Error::Other(format!(
                         "invalid request: {}",
+                        status.message()
+                    )));
+                }
+                Err(status) if op.is_write() && !never_sent(&status) => {
+                    self.nodes.lock().remove(&peer.store_id);
+                    return Err(Error::Undetermined(format!(
+                        "store {}: {} (the write may have been applied)",
+                        peer.store_id,
                         status.message()
                     )));
                 }

@@ -25,10 +25,16 @@ pub enum Error {
         message: String,
         current_regions: Vec<metapb::Region>,
     },
-    #[error("stale command: its entry was overwritten or it was proposed to a stale leader")]
+    /// Definite: the command's entry was replaced by another leader's.
+    #[error("stale command: its entry was overwritten by another leader")]
     StaleCommand,
+    /// Definite: the command was not proposed; retrying is safe.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),
+    /// Indefinite: the command may have taken effect, or may still (see
+    /// `errorpb.Undetermined`).
+    #[error("outcome unknown: {0}")]
+    Undetermined(String),
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
     #[error("raft: {0}")]
@@ -94,6 +100,7 @@ impl Error {
             Error::ServerIsBusy(reason) => {
                 e.server_is_busy = Some(errorpb::ServerIsBusy { reason })
             }
+            Error::Undetermined(reason) => e.undetermined = Some(errorpb::Undetermined { reason }),
             _ => {}
         }
         e

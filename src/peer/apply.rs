@@ -116,9 +116,11 @@ impl Peer {
         Ok(())
     }
 
-    /// Pairs an applied entry with the proposal waiting for it. Proposals for
-    /// earlier indexes, or for this index in another term, lost their entry to
-    /// another leader (thesis §3.6) and get StaleCommand.
+    /// Pairs an applied entry with the proposal waiting for it. A proposal
+    /// for this index in another term lost its entry to another leader's
+    /// (thesis §3.6): StaleCommand, definite. A proposal for an earlier index
+    /// was skipped without seeing its entry, which only an installed snapshot
+    /// does; the snapshot may include it: Undetermined.
     fn answer_proposals(
         &mut self,
         index: u64,
@@ -132,7 +134,14 @@ impl Peer {
                 break;
             }
             let p = self.proposals.pop_front().expect("front checked above");
-            let answer = if p.index == index && p.term == term {
+            let answer = if p.index < index {
+                error_response(Error::Undetermined(format!(
+                    "entry {} was covered by a snapshot before it was seen applied",
+                    p.index
+                )))
+            } else if p.term == term {
+                // Our entry, consumed without effect (a refused conf change,
+                // an undecodable command): definitely not applied.
                 resp.take()
                     .unwrap_or_else(|| error_response(Error::StaleCommand))
             } else {

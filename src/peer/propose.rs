@@ -93,13 +93,16 @@ impl Peer {
         };
         match result {
             Ok((index, term)) => {
-                // Proposals at this index or later lost their entries to the
-                // log this leader now extends: they can never be applied.
-                while self.proposals.back().is_some_and(|p| p.index >= index) {
-                    let stale = self.proposals.pop_back().expect("back checked above");
-                    let _ = stale.cb.send(error_response(Error::StaleCommand));
-                }
-                self.proposals.push_back(Proposal { index, term, cb })
+                // A re-elected leader may propose below proposals of its
+                // earlier term whose entries it no longer holds. Those are not
+                // provably lost: another leader holding them could still
+                // commit them (thesis §3.6.2). They wait in index order until
+                // their index is applied, which tells (by the entry's term)
+                // whether they took effect.
+                let at = self
+                    .proposals
+                    .partition_point(|p| (p.index, p.term) <= (index, term));
+                self.proposals.insert(at, Proposal { index, term, cb })
             }
             Err(e) => {
                 let _ = cb.send(error_response(e));
@@ -114,9 +117,10 @@ impl Peer {
         self.raft.propose(vec![], req.encode_to_vec())?;
         crate::metrics::PROPOSALS.inc();
         if self.raft.raft.raft_log.last_index() != index {
-            // raft-rs drops proposals while a leadership transfer is under way.
-            return Err(Error::Other(
-                "proposal dropped by raft (leader transfer in progress)".into(),
+            // raft-rs drops proposals while a leadership transfer is under
+            // way: nothing was appended, so this is definite and retryable.
+            return Err(Error::ServerIsBusy(
+                "leader transfer in progress; proposal not accepted".into(),
             ));
         }
         Ok((index, term))

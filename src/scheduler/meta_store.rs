@@ -20,8 +20,8 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::storage::durable::SledSyncer;
 use crate::proto::metapb::{Region, Store};
+use crate::storage::durable::SledSyncer;
 
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const ID_LIMIT_KEY: &[u8] = b"id_limit";

@@ -97,11 +97,20 @@ impl KvService {
         self.router.send_command(request, tx);
         let resp = match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(_)) => return Ok(Err(Error::RegionNotFound(ctx.region_id).into_region_error())),
+            // The command reached the store; whether it was proposed is
+            // not known here.
+            Ok(Err(_)) => {
+                return Ok(Err(Error::Undetermined(
+                    "the store dropped the command without an answer".into(),
+                )
+                .into_region_error()))
+            }
             Err(_) => {
-                return Err(Status::deadline_exceeded(
-                    "the region did not answer in time",
+                return Ok(Err(Error::Undetermined(format!(
+                    "region {} did not answer within {COMMAND_TIMEOUT:?}",
+                    ctx.region_id
                 ))
+                .into_region_error()))
             }
         };
         match resp.header.as_ref().and_then(|h| h.error.clone()) {

@@ -365,11 +365,16 @@ async fn register(
                 warn!(error = %e, "bootstrap not acknowledged; asking the scheduler what it recorded");
                 match recorded_bootstrap(sched, region.id).await? {
                     Some(true) => {
-                        info!(region_id = region.id, "the scheduler recorded our bootstrap")
+                        info!(
+                            region_id = region.id,
+                            "the scheduler recorded our bootstrap"
+                        )
                     }
                     Some(false) => {
-                        warn!(ours = region.id,
-                            "another node bootstrapped the cluster; joining as an empty store");
+                        warn!(
+                            ours = region.id,
+                            "another node bootstrapped the cluster; joining as an empty store"
+                        );
                         forget_region(engines, region.id)?;
                     }
                     None => {

@@ -207,7 +207,11 @@ mod tests {
             syncer.flush(&db).unwrap();
             db.insert(b"small", b"v".to_vec()).unwrap();
             syncer.flush(&db).unwrap();
-            assert_eq!(syncer.state.lock().synced_blobs.len(), 1, "the blob was synced");
+            assert_eq!(
+                syncer.state.lock().synced_blobs.len(),
+                1,
+                "the blob was synced"
+            );
         }
         let (db, _) = SledSyncer::open(&dir, sled::Config::new()).unwrap();
         assert_eq!(db.get(b"big").unwrap().unwrap().len(), 200 * 1024);
