@@ -5,7 +5,7 @@ use actix::prelude::*;
 
 use crate::peer::Callback;
 use crate::proto::metapb::{Region, RegionEpoch};
-use crate::proto::raft_cmdpb::RaftCmdRequest;
+use crate::proto::raft_cmdpb::{RaftCmdRequest, Session};
 use crate::proto::raft_serverpb::RaftMessage;
 use crate::proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
 
@@ -25,6 +25,8 @@ pub struct StepRaft(pub RaftMessage);
 #[rtype(result = "()")]
 pub struct Propose {
     pub request: RaftCmdRequest,
+    /// The client session of a write, if it has one (exactly-once).
+    pub session: Option<Session>,
     pub cb: Callback,
 }
 

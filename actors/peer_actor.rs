@@ -394,7 +394,8 @@ impl Handler<Propose> for PeerActor {
             let _ = msg.cb.send(error_response(e));
             return;
         }
-        self.peer.on_propose(msg.request, msg.cb);
+        self.peer
+            .on_propose_in_session(msg.request, msg.session, msg.cb);
         self.schedule_ready(ctx);
     }
 }

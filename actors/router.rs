@@ -13,7 +13,7 @@ use super::peer_actor::PeerActor;
 use super::store_actor::StoreActor;
 use crate::error::Error;
 use crate::peer::{error_response, Callback};
-use crate::proto::raft_cmdpb::RaftCmdRequest;
+use crate::proto::raft_cmdpb::{RaftCmdRequest, Session};
 use crate::proto::raft_serverpb::RaftMessage;
 use crate::{RegionId, StoreId};
 
@@ -74,12 +74,27 @@ impl Router {
     /// Hands a command to its region's peer; answers RegionNotFound if this
     /// store has none.
     pub fn send_command(&self, request: RaftCmdRequest, cb: Callback) {
+        self.send_command_in_session(request, None, cb)
+    }
+
+    /// [`Router::send_command`] for a write of a client session: applied at
+    /// most once however often it is sent.
+    pub fn send_command_in_session(
+        &self,
+        request: RaftCmdRequest,
+        session: Option<Session>,
+        cb: Callback,
+    ) {
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
         match self.peer(region_id) {
             Some(addr) => {
                 // The peer's mailbox is bounded: a full one is backpressure
                 // the client can act on, a closed one a peer that is gone.
-                match addr.try_send(Propose { request, cb }) {
+                match addr.try_send(Propose {
+                    request,
+                    session,
+                    cb,
+                }) {
                     Ok(()) => {}
                     Err(SendError::Full(p)) => {
                         let busy = Error::ServerIsBusy(format!(

@@ -28,6 +28,7 @@ use crate::proto::errorpb;
 use crate::proto::kvpb::kv_client::KvClient;
 use crate::proto::kvpb::*;
 use crate::proto::metapb::{Peer, Region};
+use crate::proto::raft_cmdpb::Session;
 use crate::region::{key_in_region, range_key};
 use crate::scheduler::grpc_client::GrpcSchedulerClient;
 use crate::StoreId;
@@ -143,6 +144,16 @@ enum Reply {
     Pairs(Vec<KvPair>, Option<Region>),
 }
 
+/// One client session (see `raft_cmdpb.Session`): a client id from the
+/// scheduler's allocator and the next sequence number. A session carries one
+/// write at a time, so a client keeps a pool of them: a write takes one for
+/// its whole life, retries included, and gives it back when it returns.
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    client_id: u64,
+    next: u64,
+}
+
 /// A client of a Tessel cluster. Cheap to clone; clones share caches.
 #[derive(Clone)]
 pub struct Client {
@@ -150,6 +161,8 @@ pub struct Client {
     cache: std::sync::Arc<Mutex<RegionCache>>,
     nodes: std::sync::Arc<Mutex<HashMap<StoreId, KvClient<Channel>>>>,
     timeout: Duration,
+    /// Idle sessions; None: writes carry no session (at-most-once retries).
+    lanes: Option<std::sync::Arc<Mutex<Vec<Lane>>>>,
 }
 
 impl Client {
@@ -161,7 +174,37 @@ impl Client {
             cache: Default::default(),
             nodes: Default::default(),
             timeout: DEFAULT_TIMEOUT,
+            lanes: Some(Default::default()),
         })
+    }
+
+    /// Writes without client sessions: a write is then retried only after
+    /// errors that prove it did not apply, and otherwise fails with
+    /// [`Error::Undetermined`]. (Sessions are on by default; this exists to
+    /// measure what they cost and for clients that must not allocate ids.)
+    pub fn without_sessions(mut self) -> Client {
+        self.lanes = None;
+        self
+    }
+
+    /// A session for one write: an idle one, or a new one whose client id
+    /// comes from the scheduler's allocator (unique in the cluster).
+    async fn take_lane(&self) -> Result<Option<Lane>> {
+        let Some(lanes) = &self.lanes else {
+            return Ok(None);
+        };
+        if let Some(mut lane) = lanes.lock().pop() {
+            lane.next += 1;
+            return Ok(Some(lane));
+        }
+        let client_id = crate::scheduler::SchedulerClient::alloc_id(&self.scheduler).await?;
+        Ok(Some(Lane { client_id, next: 1 }))
+    }
+
+    fn give_back(&self, lane: Option<Lane>) {
+        if let (Some(lanes), Some(lane)) = (&self.lanes, lane) {
+            lanes.lock().push(lane);
+        }
     }
 
     /// Gives up on a call after `timeout` (default 10 s).
@@ -366,19 +409,43 @@ impl Client {
     }
 
     /// Sends `op` to the region holding `key` until it is answered without a
-    /// region error, or the deadline passes.
+    /// region error, or the deadline passes. A write takes a session for
+    /// its whole life, so all its attempts apply at most once.
     async fn route(&self, key: &[u8], op: Op) -> Result<Reply> {
+        let lane = if op.is_write() {
+            self.take_lane().await?
+        } else {
+            None
+        };
+        let res = self.route_in_session(key, op, lane).await;
+        self.give_back(lane);
+        res
+    }
+
+    async fn route_in_session(&self, key: &[u8], op: Op, lane: Option<Lane>) -> Result<Reply> {
+        let session = lane.map(|l| Session {
+            client_id: l.client_id,
+            sequence: l.next,
+        });
+        // Whether an attempt may have been applied: the final error must
+        // then say the outcome is unknown, not that the write failed.
+        let mut ambiguous = false;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = MIN_BACKOFF;
         let mut attempt = 0usize;
         let mut last = String::from("no attempt finished");
         loop {
             if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
+                let msg = format!(
                     "request for key {:?} not served within {:?}: {last}",
                     String::from_utf8_lossy(key),
                     self.timeout
-                )));
+                );
+                return Err(if ambiguous {
+                    Error::Undetermined(msg)
+                } else {
+                    Error::Timeout(msg)
+                });
             }
             attempt += 1;
             let (region, leader) = match self.locate(key).await {
@@ -403,7 +470,7 @@ impl Client {
                 peer: Some(peer),
             };
             let answer = match self.node(peer.store_id).await {
-                Ok(mut kv) => call(&mut kv, ctx, &op).await,
+                Ok(mut kv) => call(&mut kv, ctx, &op, session).await,
                 Err(e) => {
                     // No channel to the node: nothing was sent.
                     last = e.to_string();
@@ -420,9 +487,13 @@ impl Client {
                 Ok((Some(err), _)) => {
                     last = err.message.clone();
                     if err.undetermined.is_some() && op.is_write() {
-                        // It may have been applied: a blind retry could apply
-                        // it twice, after another client's write.
-                        return Err(Error::Undetermined(err.message));
+                        if session.is_none() {
+                            // It may have been applied: a blind retry could
+                            // apply it twice, after another client's write.
+                            return Err(Error::Undetermined(err.message));
+                        }
+                        // With a session a retry applies at most once.
+                        ambiguous = true;
                     }
                     if let (Some(k), true) = (&err.key_not_in_region, op.is_batch()) {
                         // The region no longer holds the whole batch (a
@@ -443,7 +514,7 @@ impl Client {
                         status.message()
                     )));
                 }
-                Err(status) if op.is_write() && !never_sent(&status) => {
+                Err(status) if op.is_write() && !never_sent(&status) && session.is_none() => {
                     self.nodes.lock().remove(&peer.store_id);
                     return Err(Error::Undetermined(format!(
                         "store {}: {} (the write may have been applied)",
@@ -453,6 +524,7 @@ impl Client {
                 }
                 Err(status) => {
                     // The node is down or slow: try another peer.
+                    ambiguous |= op.is_write() && !never_sent(&status);
                     last = format!("store {}: {}", peer.store_id, status.message());
                     self.nodes.lock().remove(&peer.store_id);
                     let next = region.peers[attempt % region.peers.len()];
@@ -495,11 +567,24 @@ impl Client {
     }
 }
 
+/// A write request carrying its session in the metadata.
+fn with_session<T>(msg: T, session: Option<Session>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(s) = session {
+        req.metadata_mut().insert_bin(
+            crate::server::kv_service::SESSION_METADATA,
+            tonic::metadata::MetadataValue::from_bytes(&prost::Message::encode_to_vec(&s)),
+        );
+    }
+    req
+}
+
 /// One call to one node.
 async fn call(
     kv: &mut KvClient<Channel>,
     context: Context,
     op: &Op,
+    session: Option<Session>,
 ) -> std::result::Result<(Option<errorpb::Error>, Reply), tonic::Status> {
     let ctx = Some(context);
     Ok(match op.clone() {
@@ -509,18 +594,21 @@ async fn call(
         }
         Op::Put(key, value) => {
             let r = kv
-                .put(PutRequest {
-                    context: ctx,
-                    key,
-                    value,
-                })
+                .put(with_session(
+                    PutRequest {
+                        context: ctx,
+                        key,
+                        value,
+                    },
+                    session,
+                ))
                 .await?
                 .into_inner();
             (r.region_error, Reply::Done)
         }
         Op::Delete(key) => {
             let r = kv
-                .delete(DeleteRequest { context: ctx, key })
+                .delete(with_session(DeleteRequest { context: ctx, key }, session))
                 .await?
                 .into_inner();
             (r.region_error, Reply::Done)
@@ -546,17 +634,23 @@ async fn call(
         }
         Op::BatchPut(pairs) => {
             let r = kv
-                .batch_put(BatchPutRequest {
-                    context: ctx,
-                    pairs,
-                })
+                .batch_put(with_session(
+                    BatchPutRequest {
+                        context: ctx,
+                        pairs,
+                    },
+                    session,
+                ))
                 .await?
                 .into_inner();
             (r.region_error, Reply::Done)
         }
         Op::BatchDelete(keys) => {
             let r = kv
-                .batch_delete(BatchDeleteRequest { context: ctx, keys })
+                .batch_delete(with_session(
+                    BatchDeleteRequest { context: ctx, keys },
+                    session,
+                ))
                 .await?
                 .into_inner();
             (r.region_error, Reply::Done)

@@ -7,6 +7,7 @@
 //! |------|---------------------------------------|----------------------|
 //! | kv   | `0x01 0x01`                           | `StoreIdent`         |
 //! | kv   | `0x01 0x02 region_id 0x03`            | `RaftApplyState`     |
+//! | kv   | `0x01 0x02 region_id 0x04 client_id`  | `ClientSession`      |
 //! | kv   | `0x01 0x03 region_id 0x01`            | `RegionLocalState`   |
 //! | kv   | `z cf user_key`                       | user value           |
 //! | raft | `0x01 0x02 region_id 0x01 log_index`  | raft-rs `Entry`      |
@@ -26,6 +27,7 @@ const REGION_META_PREFIX: u8 = 0x03;
 const RAFT_LOG_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
+const SESSION_SUFFIX: u8 = 0x04;
 const REGION_STATE_SUFFIX: u8 = 0x01;
 
 /// Prefix of every user data key; sorts after all local keys.
@@ -70,6 +72,21 @@ pub fn raft_state_key(region_id: RegionId) -> Vec<u8> {
 
 pub fn apply_state_key(region_id: RegionId) -> Vec<u8> {
     region_key(REGION_RAFT_PREFIX, region_id, APPLY_STATE_SUFFIX, 0)
+}
+
+/// One client session of a region (kv tree).
+pub fn session_key(region_id: RegionId, client_id: u64) -> Vec<u8> {
+    let mut k = region_key(REGION_RAFT_PREFIX, region_id, SESSION_SUFFIX, 8);
+    k.extend_from_slice(&client_id.to_be_bytes());
+    k
+}
+
+/// Every client session of a region: `[lo, hi)`.
+pub fn session_range(region_id: RegionId) -> (Vec<u8>, Vec<u8>) {
+    (
+        region_key(REGION_RAFT_PREFIX, region_id, SESSION_SUFFIX, 0),
+        region_key(REGION_RAFT_PREFIX, region_id, SESSION_SUFFIX + 1, 0),
+    )
 }
 
 pub fn region_state_key(region_id: RegionId) -> Vec<u8> {

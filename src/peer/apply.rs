@@ -2,11 +2,18 @@
 //! tree. A Ready's writes and the new apply state go to sled in one atomic
 //! batch; a read in the middle first commits the batch so far (with the apply
 //! state of the entry before it), so it sees every earlier write.
+//!
+//! Apply reads the kv tree as well as writing it: a read command, a split
+//! (looking for an orphaned right half) and a client session's check
+//! (`session.rs`) need it. Where a read must see writes of the batch being
+//! built, the batch is committed first (reads, splits, session expiry) or
+//! kept in an overlay (the sessions written by this batch).
 
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType};
 use tracing::warn;
 
+use super::session::{self, SessionOverlay, Verdict};
 use super::{error_response, Peer};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -25,6 +32,8 @@ struct ApplyBatch {
     answers: Vec<(super::Callback, RaftCmdResponse)>,
     /// Log entries `[from, to]` to delete once the batch is written.
     compact: Option<(u64, u64)>,
+    /// Client sessions written by this batch, readable before it commits.
+    sessions: SessionOverlay,
 }
 
 impl Peer {
@@ -47,10 +56,19 @@ impl Peer {
                     applied
                 );
             }
+            if e.index % session::GC_INTERVAL_ENTRIES == 0 {
+                // Expiry reads the tree: commit what came before first.
+                self.commit_batch(&mut batch)?;
+                let kv = self.storage().engines.kv.clone();
+                let region_id = self.region_id();
+                if session::maybe_expire(&kv, region_id, e.index, &mut batch.wb)? > 0 {
+                    batch.dirty = true;
+                }
+            }
             let resp = match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => None,
                 EntryType::EntryNormal => match RaftCmdRequest::decode(e.data.as_ref()) {
-                    Ok(req) => Some(self.apply_command(&req, &mut batch)?),
+                    Ok(req) => Some(self.apply_command(&req, e.index, &e.context, &mut batch)?),
                     Err(err) => {
                         warn!(index = e.index, error = %err, "skipping undecodable entry");
                         None
@@ -113,6 +131,7 @@ impl Peer {
         );
         store.engines.kv.apply_batch(wb)?;
         batch.dirty = false;
+        batch.sessions.clear();
         Ok(())
     }
 
@@ -154,10 +173,21 @@ impl Peer {
     fn apply_command(
         &mut self,
         req: &RaftCmdRequest,
+        index: u64,
+        context: &[u8],
         batch: &mut ApplyBatch,
     ) -> Result<RaftCmdResponse> {
         if let Err(e) = self.check_command(req) {
             return Ok(error_response(e));
+        }
+        let session = session::session_of(req, context);
+        if let Some(s) = session {
+            let kv = &self.storage().engines.kv;
+            match batch.sessions.judge(kv, self.region_id(), s)? {
+                Verdict::Apply => {}
+                Verdict::Answered(resp) => return Ok(resp),
+                Verdict::Superseded => return Ok(error_response(Error::StaleCommand)),
+            }
         }
         let mut resp = RaftCmdResponse {
             header: Some(RaftResponseHeader {
@@ -189,6 +219,13 @@ impl Peer {
         for r in &req.requests {
             // Bodies were checked above, so only storage errors remain.
             resp.responses.push(self.apply_request(r, batch)?);
+        }
+        if let Some(s) = session {
+            let region_id = self.region_id();
+            batch
+                .sessions
+                .record(region_id, s, index, &resp, &mut batch.wb);
+            batch.dirty = true;
         }
         Ok(resp)
     }

@@ -12,6 +12,7 @@ mod conf_change;
 mod propose;
 mod read;
 mod ready;
+pub mod session;
 mod split;
 
 use std::collections::{HashMap, VecDeque};

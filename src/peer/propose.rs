@@ -7,7 +7,7 @@ use super::{error_response, Callback, Peer, Proposal};
 use crate::error::{Error, Result};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Request, TransferLeaderResponse,
+    RaftCmdResponse, RaftResponseHeader, Request, Session, TransferLeaderResponse,
 };
 use crate::region::{check_epoch, check_key_in_region, find_peer_by_id};
 
@@ -57,18 +57,34 @@ impl Peer {
     /// A Split is refused here: its ids must come from the scheduler
     /// ([`Peer::propose_split`]).
     pub fn on_propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+        self.on_propose_in_session(req, None, cb)
+    }
+
+    /// [`Peer::on_propose`] for a command of a client session: the session
+    /// travels in the entry's context and is checked at apply
+    /// (`session.rs`).
+    pub fn on_propose_in_session(
+        &mut self,
+        req: RaftCmdRequest,
+        session: Option<Session>,
+        cb: Callback,
+    ) {
         let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
         if admin == Some(AdminCmdType::Split) {
             let e = Error::Other("a split is asked for with SplitRegion, not proposed".into());
             let _ = cb.send(error_response(e));
             return;
         }
-        self.propose(req, cb)
+        self.propose_in_session(req, session, cb)
     }
 
     /// Proposes a command already known to come from this store (a split
     /// with ids from the scheduler, an operator's command).
     pub(crate) fn propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+        self.propose_in_session(req, None, cb)
+    }
+
+    fn propose_in_session(&mut self, req: RaftCmdRequest, session: Option<Session>, cb: Callback) {
         if super::read::is_read_only(&req) && self.is_leader() && self.check_command(&req).is_ok() {
             self.propose_read(req, cb);
             return;
@@ -89,7 +105,7 @@ impl Peer {
                 return;
             }
             Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&req),
-            _ => self.propose_normal(&req),
+            _ => self.propose_normal(&req, session),
         };
         match result {
             Ok((index, term)) => {
@@ -111,10 +127,15 @@ impl Peer {
     }
 
     /// Proposes an entry; returns its (index, term) or why raft refused it.
-    fn propose_normal(&mut self, req: &RaftCmdRequest) -> Result<(u64, u64)> {
+    fn propose_normal(
+        &mut self,
+        req: &RaftCmdRequest,
+        session: Option<Session>,
+    ) -> Result<(u64, u64)> {
         let index = self.raft.raft.raft_log.last_index() + 1;
         let term = self.term();
-        self.raft.propose(vec![], req.encode_to_vec())?;
+        let context = session.map(|s| s.encode_to_vec()).unwrap_or_default();
+        self.raft.propose(context, req.encode_to_vec())?;
         crate::metrics::PROPOSALS.inc();
         if self.raft.raft.raft_log.last_index() != index {
             // raft-rs drops proposals while a leadership transfer is under
@@ -147,9 +168,14 @@ impl Peer {
         if target.id != self.meta.id {
             let truncated = self.storage().truncated_index();
             let matched = self.raft.raft.prs().get(target.id).map_or(0, |p| p.matched);
-            if matched < truncated {
-                return error_response(Error::Other(format!(
-                    "peer {} is too far behind to lead (matched {matched}, log starts after {truncated})",
+            // A leader elected a moment ago knows no follower's progress yet
+            // (matched 0): raft-rs catches the target up before handing over.
+            // A target known to need entries compacted away would need a
+            // snapshot first: refused, typed and retryable.
+            if matched != 0 && matched < truncated {
+                return error_response(Error::ServerIsBusy(format!(
+                    "peer {} is too far behind to lead (matched {matched}, log starts after \
+                     {truncated}); retry once it has caught up",
                     target.id
                 )));
             }
@@ -198,6 +224,6 @@ impl Peer {
                 ..Default::default()
             }),
         };
-        self.propose_normal(&req).is_ok()
+        self.propose_normal(&req, None).is_ok()
     }
 }

@@ -197,6 +197,11 @@ impl Peer {
         );
         if right_here {
             write_initial_apply_states(&right, wb);
+            // A retry of a write applied before the split may reach either
+            // half: both keep the sessions (the caller committed the batch
+            // before this, so the tree holds them all).
+            let sessions = crate::storage::sessions::load_sessions(&kv, region.id)?;
+            crate::storage::sessions::put_sessions(right.id, &sessions, wb);
         }
         info!(
             split_key = ?String::from_utf8_lossy(&split.split_key),

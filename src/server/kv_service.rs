@@ -16,7 +16,9 @@ use crate::proto::kvpb::kv_server::Kv;
 use crate::proto::kvpb::*;
 use crate::proto::raft_cmdpb::{
     self, CmdType, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request as CmdRequest,
+    Session,
 };
+use prost::Message as _;
 
 /// Largest key a client may write.
 pub const MAX_KEY_BYTES: usize = 8 * 1024;
@@ -48,6 +50,16 @@ impl KvService {
         ctx: Option<Context>,
         requests: Vec<CmdRequest>,
     ) -> Result<std::result::Result<RaftCmdResponse, errorpb::Error>, Status> {
+        self.call_in_session(ctx, requests, None).await
+    }
+
+    /// [`KvService::call`] for a write that may carry a client session.
+    async fn call_in_session(
+        &self,
+        ctx: Option<Context>,
+        requests: Vec<CmdRequest>,
+        session: Option<Session>,
+    ) -> Result<std::result::Result<RaftCmdResponse, errorpb::Error>, Status> {
         let timer = crate::metrics::KV_DURATION.start_timer();
         let call = requests
             .first()
@@ -61,7 +73,7 @@ impl KvService {
                 (CmdType::Delete, _) => "batch_delete",
                 _ => "other",
             });
-        let res = self.call_inner(ctx, requests).await;
+        let res = self.call_inner(ctx, requests, session).await;
         let outcome = match &res {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "region_error",
@@ -78,6 +90,7 @@ impl KvService {
         &self,
         ctx: Option<Context>,
         requests: Vec<CmdRequest>,
+        session: Option<Session>,
     ) -> Result<std::result::Result<RaftCmdResponse, errorpb::Error>, Status> {
         let ctx = ctx.ok_or_else(|| Status::invalid_argument("request without a context"))?;
         if ctx.region_id == 0 {
@@ -94,7 +107,7 @@ impl KvService {
             admin_request: None,
         };
         let (tx, rx) = oneshot::channel();
-        self.router.send_command(request, tx);
+        self.router.send_command_in_session(request, session, tx);
         let resp = match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
             Ok(Ok(resp)) => resp,
             // The command reached the store; whether it was proposed is
@@ -173,6 +186,28 @@ fn delete(key: Vec<u8>) -> CmdRequest {
     }
 }
 
+/// The gRPC metadata entry carrying a write's client session.
+pub const SESSION_METADATA: &str = "tessel-session-bin";
+
+/// The client session of a write request, from its metadata; a malformed
+/// one is refused rather than ignored (ignoring it would drop exactly-once).
+fn session_of<T>(req: &Request<T>) -> Result<Option<Session>, Status> {
+    let Some(v) = req.metadata().get_bin(SESSION_METADATA) else {
+        return Ok(None);
+    };
+    let bytes = v
+        .to_bytes()
+        .map_err(|e| Status::invalid_argument(format!("bad {SESSION_METADATA}: {e}")))?;
+    let s = Session::decode(bytes.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("bad {SESSION_METADATA}: {e}")))?;
+    if s.client_id == 0 || s.sequence == 0 {
+        return Err(Status::invalid_argument(
+            "a session needs a client id and a sequence above 0",
+        ));
+    }
+    Ok(Some(s))
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -201,11 +236,12 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let session = session_of(&req)?;
         let req = req.into_inner();
         check_key(&req.key)?;
         check_value(&req.value)?;
         let region_error = self
-            .call(req.context, vec![put(req.key, req.value)])
+            .call_in_session(req.context, vec![put(req.key, req.value)], session)
             .await?
             .err();
         Ok(Response::new(PutResponse { region_error }))
@@ -215,9 +251,13 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let session = session_of(&req)?;
         let req = req.into_inner();
         check_key(&req.key)?;
-        let region_error = self.call(req.context, vec![delete(req.key)]).await?.err();
+        let region_error = self
+            .call_in_session(req.context, vec![delete(req.key)], session)
+            .await?
+            .err();
         Ok(Response::new(DeleteResponse { region_error }))
     }
 
@@ -304,6 +344,7 @@ impl Kv for KvService {
         &self,
         req: Request<BatchPutRequest>,
     ) -> Result<Response<BatchPutResponse>, Status> {
+        let session = session_of(&req)?;
         let req = req.into_inner();
         check_batch(req.pairs.len())?;
         for p in &req.pairs {
@@ -311,7 +352,10 @@ impl Kv for KvService {
             check_value(&p.value)?;
         }
         let requests = req.pairs.into_iter().map(|p| put(p.key, p.value)).collect();
-        let region_error = self.call(req.context, requests).await?.err();
+        let region_error = self
+            .call_in_session(req.context, requests, session)
+            .await?
+            .err();
         Ok(Response::new(BatchPutResponse { region_error }))
     }
 
@@ -319,13 +363,17 @@ impl Kv for KvService {
         &self,
         req: Request<BatchDeleteRequest>,
     ) -> Result<Response<BatchDeleteResponse>, Status> {
+        let session = session_of(&req)?;
         let req = req.into_inner();
         check_batch(req.keys.len())?;
         for k in &req.keys {
             check_key(k)?;
         }
         let requests = req.keys.into_iter().map(delete).collect();
-        let region_error = self.call(req.context, requests).await?.err();
+        let region_error = self
+            .call_in_session(req.context, requests, session)
+            .await?
+            .err();
         Ok(Response::new(BatchDeleteResponse { region_error }))
     }
 

@@ -4,6 +4,7 @@
 pub mod durable;
 pub mod engine;
 pub mod peer_storage;
+pub mod sessions;
 pub mod snapshot;
 
 pub use engine::Engines;

@@ -310,7 +310,9 @@ impl PeerStorage {
             &region.end_key,
             &mut kv_wb,
         )?;
-        snapshot::ingest(&path, &data, &mut kv_wb)?;
+        crate::storage::sessions::delete_sessions(&self.engines.kv, region.id, &mut kv_wb)?;
+        let header = snapshot::ingest(&path, &data, &mut kv_wb)?;
+        crate::storage::sessions::put_sessions(region.id, &header.sessions, &mut kv_wb);
         let apply_state = RaftApplyState {
             applied_index: meta.index,
             truncated_state: Some(RaftTruncatedState {
@@ -450,6 +452,7 @@ impl PeerStorage {
         let region_id = self.region.id;
         let mut kv_wb = sled::Batch::default();
         self.delete_own_data(&mut kv_wb)?;
+        crate::storage::sessions::delete_sessions(&self.engines.kv, region_id, &mut kv_wb)?;
         kv_wb.remove(keys::apply_state_key(region_id));
         let state = RegionLocalState {
             state: PeerState::Tombstone as i32,
@@ -481,6 +484,14 @@ impl PeerStorage {
         let store_id = self.store_id;
         let region = self.region.clone();
         let apply_state = self.apply_state;
+        // The data is read by the generator while this peer keeps applying,
+        // so it may already hold some later writes; re-applying the entries
+        // after the snapshot's index converges to the same state. The
+        // sessions must be exact instead (a session ahead of the snapshot's
+        // index would make a replica skip a write it never got): they are
+        // read here, at the applied index.
+        let sessions = crate::storage::sessions::load_sessions(&self.engines.kv, region.id)
+            .map_err(|e| storage_err(e.to_string()))?;
         std::thread::Builder::new()
             .name(format!("snap-gen-{}", region.id))
             .spawn(move || {
@@ -490,6 +501,7 @@ impl PeerStorage {
                     store_id,
                     region,
                     apply_state,
+                    sessions,
                     term,
                 ));
             })

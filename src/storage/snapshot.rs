@@ -24,7 +24,9 @@ use raft::eraftpb;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::metapb::Region;
-use crate::proto::raft_serverpb::{RaftApplyState, SnapshotData, SnapshotEntry, SnapshotHeader};
+use crate::proto::raft_serverpb::{
+    ClientSession, RaftApplyState, SnapshotData, SnapshotEntry, SnapshotHeader,
+};
 use crate::storage::durable::{create_dir_all_durable, sync_dir};
 use crate::storage::engine::Engines;
 use crate::RegionId;
@@ -92,6 +94,7 @@ pub fn generate(
     store_id: u64,
     region: Region,
     apply_state: RaftApplyState,
+    sessions: Vec<ClientSession>,
     term: u64,
 ) -> Result<eraftpb::Snapshot> {
     let index = apply_state.applied_index;
@@ -103,6 +106,7 @@ pub fn generate(
     let header = SnapshotHeader {
         apply_state: Some(apply_state),
         region: Some(region.clone()),
+        sessions,
     };
     let mut size = write_record(&mut w, &header, &mut crc)?;
     let mut key_count = 0;
@@ -175,9 +179,18 @@ fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
         return Err(Error::Other("snapshot without region".into()));
     }
     let bytes = {
-        let mut r = BufReader::new(File::open(path)?);
-        let mut v = Vec::with_capacity(data.file_size as usize);
-        r.read_to_end(&mut v)?;
+        let f = File::open(path)?;
+        // The announced size comes from the network: compare it with the
+        // file before allocating anything by it.
+        let on_disk = f.metadata()?.len();
+        if on_disk != data.file_size {
+            return Err(Error::Other(format!(
+                "snapshot file {} is corrupt: {on_disk} bytes, expected {}",
+                data.file_name, data.file_size
+            )));
+        }
+        let mut v = Vec::with_capacity(on_disk as usize);
+        BufReader::new(f).read_to_end(&mut v)?;
         v
     };
     if bytes.len() as u64 != data.file_size || crc32fast::hash(&bytes) as u64 != data.checksum {

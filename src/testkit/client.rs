@@ -13,7 +13,7 @@ use crate::keys;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raft_cmdpb::{
     CmdType, ColumnFamily, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftCmdResponse,
-    RaftRequestHeader, Request, SnapRequest,
+    RaftRequestHeader, Request, Session, SnapRequest,
 };
 use crate::region::exceeds_end_key;
 use crate::StoreId;
@@ -27,6 +27,20 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// store does not spin (and starve the runtime that would restart them).
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The outcome of one attempt ([`Cluster::request_once`]).
+#[derive(Debug)]
+pub enum OnceOutcome {
+    /// Served without a region error.
+    Ok(RaftCmdResponse),
+    /// Never reached a peer: it did not take effect.
+    NotSent(String),
+    /// A definite region error: it did not and will not take effect.
+    Failed(String),
+    /// No answer, a dropped answer, `Undetermined` or an untyped error: it
+    /// may have taken effect, now or later.
+    Unknown(String),
+}
 
 fn cf_of(cf: u8) -> i32 {
     match cf {
@@ -76,11 +90,25 @@ impl Cluster {
         request: RaftCmdRequest,
         timeout: Duration,
     ) -> Result<RaftCmdResponse> {
+        self.call_store_in_session(store_id, request, None, timeout)
+            .await
+    }
+
+    /// [`Cluster::call_store`] for a write of a client session
+    /// (`raft_cmdpb.Session`): however often the same session and sequence
+    /// are sent, the write applies at most once.
+    pub async fn call_store_in_session(
+        &self,
+        store_id: StoreId,
+        request: RaftCmdRequest,
+        session: Option<Session>,
+        timeout: Duration,
+    ) -> Result<RaftCmdResponse> {
         let router = self
             .router(store_id)
             .ok_or_else(|| Error::Other(format!("store {store_id} is not running")))?;
         let (tx, rx) = oneshot::channel();
-        router.send_command(request, tx);
+        router.send_command_in_session(request, session, tx);
         match actix_rt::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(Error::Other(format!(
@@ -90,12 +118,119 @@ impl Cluster {
         }
     }
 
+    /// One attempt, no retry: sends `requests` to the believed leader of the
+    /// region holding `key` (the client cache, else the scheduler's view)
+    /// and returns what came back. A model client recording a history uses
+    /// it: each call's outcome is exactly one of ok, a definite error, or
+    /// unknown (see [`OnceOutcome`]).
+    pub async fn request_once(
+        &self,
+        key: &[u8],
+        requests: Vec<Request>,
+        timeout: Duration,
+    ) -> OnceOutcome {
+        let Some(info) = self.get_region_info(key, Duration::from_secs(2)).await else {
+            return OnceOutcome::NotSent("no region for the key".into());
+        };
+        let region = info.region;
+        let cached = self.inner.leaders.lock().get(&region.id).cloned();
+        let Some(leader) = cached
+            .filter(|l| region.peers.iter().any(|p| p.id == l.id))
+            .or(info.leader)
+            .or_else(|| region.peers.first().copied())
+        else {
+            return OnceOutcome::NotSent("the region has no peers".into());
+        };
+        let req = RaftCmdRequest {
+            header: Some(header(&region, &leader)),
+            requests,
+            admin_request: None,
+        };
+        let Some(router) = self.router(leader.store_id) else {
+            self.inner.leaders.lock().remove(&region.id);
+            return OnceOutcome::NotSent(format!("store {} is not running", leader.store_id));
+        };
+        let (tx, rx) = oneshot::channel();
+        router.send_command(req, tx);
+        let resp = match actix_rt::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(_)) => return OnceOutcome::Unknown("the command was dropped".into()),
+            Err(_) => return OnceOutcome::Unknown("no answer in time".into()),
+        };
+        let Some(err) = resp.header.as_ref().and_then(|h| h.error.clone()) else {
+            self.inner.leaders.lock().insert(region.id, leader);
+            return OnceOutcome::Ok(resp);
+        };
+        // Learn where to go next time, as the retrying helper does.
+        match err.not_leader.as_ref().and_then(|nl| nl.leader) {
+            Some(hint) => {
+                self.inner.leaders.lock().insert(region.id, hint);
+            }
+            None => {
+                self.inner.leaders.lock().remove(&region.id);
+            }
+        }
+        let definite = err.not_leader.is_some()
+            || err.epoch_not_match.is_some()
+            || err.key_not_in_region.is_some()
+            || err.region_not_found.is_some()
+            || err.stale_command.is_some()
+            || err.server_is_busy.is_some();
+        if definite {
+            OnceOutcome::Failed(err.message)
+        } else {
+            OnceOutcome::Unknown(err.message)
+        }
+    }
+
+    /// A fresh session (client id from the scheduler), or an idle one with
+    /// its next sequence number.
+    pub fn take_session(&self) -> Session {
+        if let Some(mut s) = self.inner.sessions.lock().pop() {
+            s.sequence += 1;
+            return s;
+        }
+        let client_id = self
+            .inner
+            .scheduler
+            .with(|s| s.alloc_id())
+            .expect("the in-process scheduler keeps ids in memory");
+        Session {
+            client_id,
+            sequence: 1,
+        }
+    }
+
+    /// Returns a session taken with [`Cluster::take_session`] to the pool.
+    pub fn give_back_session(&self, session: Session) {
+        self.inner.sessions.lock().push(session);
+    }
+
     /// Runs `requests` against the region holding `key` until it succeeds;
-    /// returns the answer and the region it was served by.
+    /// returns the answer and the region it was served by. Writes carry a
+    /// client session, so retrying them after an ambiguous failure applies
+    /// them exactly once.
     pub async fn request(
         &self,
         key: &[u8],
         requests: Vec<Request>,
+    ) -> Result<(RaftCmdResponse, Region)> {
+        let writes = requests
+            .iter()
+            .any(|r| matches!(r.cmd_type(), CmdType::Put | CmdType::Delete));
+        let session = writes.then(|| self.take_session());
+        let res = self.request_in_session(key, requests, session).await;
+        if let Some(s) = session {
+            self.give_back_session(s);
+        }
+        res
+    }
+
+    async fn request_in_session(
+        &self,
+        key: &[u8],
+        requests: Vec<Request>,
+        session: Option<Session>,
     ) -> Result<(RaftCmdResponse, Region)> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut attempt = 0usize;
@@ -127,7 +262,10 @@ impl Cluster {
                 requests: requests.clone(),
                 admin_request: None,
             };
-            let resp = match self.call_store(leader.store_id, req, ATTEMPT_TIMEOUT).await {
+            let resp = match self
+                .call_store_in_session(leader.store_id, req, session, ATTEMPT_TIMEOUT)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     last_err = e.to_string();

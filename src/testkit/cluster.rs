@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     writer_stats: Mutex<HashMap<StoreId, Arc<WriterStats>>>,
     /// The client side's leader cache.
     pub(crate) leaders: Mutex<HashMap<RegionId, Peer>>,
+    /// Idle client sessions of the retrying helpers.
+    pub(crate) sessions: Mutex<Vec<crate::proto::raft_cmdpb::Session>>,
 }
 
 /// An in-process cluster of `count` stores (ids 1..=count). See the module docs.
@@ -103,6 +105,7 @@ impl Cluster {
                 stores: Mutex::new(HashMap::new()),
                 writer_stats: Mutex::new(HashMap::new()),
                 leaders: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Vec::new()),
             }),
         }
     }

@@ -25,4 +25,5 @@ mod cluster;
 mod membership;
 
 pub use crate::actors::transport::Filter;
+pub use client::OnceOutcome;
 pub use cluster::Cluster;

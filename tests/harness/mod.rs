@@ -4,6 +4,9 @@
 //! (set TESSEL_SEED to replay the same choices; timing still varies).
 #![allow(dead_code)]
 
+pub mod lazyfs;
+pub mod linearizability;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tessel::client::Client;
 
 /// A child process of the `tessel` binary, killed (SIGKILL) on drop.
-struct Proc {
+pub(super) struct Proc {
     child: Child,
     addr: String,
     /// Where /metrics and /status are served, if asked for.
@@ -27,7 +27,7 @@ impl Drop for Proc {
 
 /// Starts `tessel <args>` and waits (10 s at most) for its ready line,
 /// "... serving at ADDR".
-fn spawn(args: &[&str]) -> Proc {
+pub(super) fn spawn(args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessel"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -58,7 +58,7 @@ fn spawn(args: &[&str]) -> Proc {
     }
 }
 
-struct Cluster {
+pub(super) struct Cluster {
     dir: PathBuf,
     scheduler: Option<Proc>,
     scheduler_addr: String,
@@ -67,7 +67,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(dir: &Path, nodes: usize) -> Cluster {
+    pub(super) fn start(dir: &Path, nodes: usize) -> Cluster {
         let sdir = dir.join("scheduler");
         let scheduler = spawn(&[
             "scheduler",
@@ -92,7 +92,7 @@ impl Cluster {
         c
     }
 
-    fn start_node(&mut self, i: usize) {
+    pub(super) fn start_node(&mut self, i: usize) {
         let ndir = self.dir.join(format!("node{i}"));
         // A restarted node keeps its address: the scheduler has it on file.
         let addr = self.node_addrs[i].clone();
@@ -112,15 +112,15 @@ impl Cluster {
     }
 
     /// SIGKILL, as a crash.
-    fn kill_node(&mut self, i: usize) {
+    pub(super) fn kill_node(&mut self, i: usize) {
         self.nodes[i] = None;
     }
 
-    fn kill_scheduler(&mut self) {
+    pub(super) fn kill_scheduler(&mut self) {
         self.scheduler = None;
     }
 
-    fn restart_scheduler(&mut self) {
+    pub(super) fn restart_scheduler(&mut self) {
         let sdir = self.dir.join("scheduler");
         let addr = self.scheduler_addr.clone();
         self.scheduler = Some(spawn(&[
@@ -132,7 +132,7 @@ impl Cluster {
         ]));
     }
 
-    fn client(&self) -> Client {
+    pub(super) fn client(&self) -> Client {
         Client::new(&self.scheduler_addr)
             .expect("a client")
             .with_timeout(Duration::from_secs(20))
@@ -140,7 +140,7 @@ impl Cluster {
 }
 
 /// Waits until the region holding `key` has `n` peers.
-async fn wait_replicas(client: &Client, key: &[u8], n: usize) {
+pub(super) async fn wait_replicas(client: &Client, key: &[u8], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok((r, _)) = client.region_of(key).await {
