@@ -68,11 +68,15 @@ pub struct Node {
 impl Node {
     /// Starts a node. Must be called inside an actix system.
     pub async fn start(opts: NodeOptions) -> Result<Node> {
-        let net = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("tessel-net")
-            .enable_all()
-            .build()?;
+        // Dropped on an error return too; a tokio runtime dropped inside an
+        // async context panics, so the guard shuts it down in the background.
+        let net = NetRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("tessel-net")
+                .enable_all()
+                .build()?,
+        ));
         let listener = std::net::TcpListener::bind(opts.addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -176,7 +180,7 @@ impl Node {
             addr,
             router,
             status_addr,
-            net: Some(net),
+            net: net.into_inner(),
             stop_server: Some(stop_tx),
             arbiters: vec![store_arbiter, writer_arbiter],
         })
@@ -196,6 +200,31 @@ impl Node {
             net.shutdown_background();
         }
         info!(store_id = self.store_id, "node stopped");
+    }
+}
+
+/// The node's network runtime until the node is up.
+struct NetRuntime(Option<tokio::runtime::Runtime>);
+
+impl NetRuntime {
+    fn into_inner(mut self) -> Option<tokio::runtime::Runtime> {
+        self.0.take()
+    }
+}
+
+impl std::ops::Deref for NetRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only by into_inner, which consumes the guard")
+    }
+}
+
+impl Drop for NetRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
