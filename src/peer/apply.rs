@@ -56,7 +56,7 @@ impl Peer {
                     applied
                 );
             }
-            if e.index % session::GC_INTERVAL_ENTRIES == 0 {
+            if e.index.is_multiple_of(session::GC_INTERVAL_ENTRIES) {
                 // Expiry reads the tree: commit what came before first.
                 self.commit_batch(&mut batch)?;
                 let kv = self.storage().engines.kv.clone();
@@ -185,7 +185,7 @@ impl Peer {
             let kv = &self.storage().engines.kv;
             match batch.sessions.judge(kv, self.region_id(), s)? {
                 Verdict::Apply => {}
-                Verdict::Answered(resp) => return Ok(resp),
+                Verdict::Answered(resp) => return Ok(*resp),
                 Verdict::Superseded => return Ok(error_response(Error::StaleCommand)),
             }
         }

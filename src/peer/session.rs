@@ -54,7 +54,7 @@ pub(crate) enum Verdict {
     /// Not seen before: apply it.
     Apply,
     /// Applied already: answer with this response.
-    Answered(RaftCmdResponse),
+    Answered(Box<RaftCmdResponse>),
     /// Older than the last applied command of its session.
     Superseded,
 }
@@ -98,7 +98,7 @@ impl SessionOverlay {
         Ok(if sequence > s.sequence {
             Verdict::Apply
         } else if sequence == s.sequence {
-            Verdict::Answered(RaftCmdResponse::decode(s.response.as_slice())?)
+            Verdict::Answered(Box::new(RaftCmdResponse::decode(s.response.as_slice())?))
         } else {
             Verdict::Superseded
         })
@@ -133,7 +133,7 @@ pub(crate) fn maybe_expire(
     index: u64,
     wb: &mut sled::Batch,
 ) -> Result<usize> {
-    if index % GC_INTERVAL_ENTRIES != 0 || index < EXPIRY_ENTRIES {
+    if !index.is_multiple_of(GC_INTERVAL_ENTRIES) || index < EXPIRY_ENTRIES {
         return Ok(0);
     }
     let mut n = 0;

@@ -216,7 +216,9 @@ impl std::ops::Deref for NetRuntime {
     type Target = tokio::runtime::Runtime;
 
     fn deref(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("taken only by into_inner, which consumes the guard")
+        self.0
+            .as_ref()
+            .expect("taken only by into_inner, which consumes the guard")
     }
 }
 

@@ -32,7 +32,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub enum OnceOutcome {
     /// Served without a region error.
-    Ok(RaftCmdResponse),
+    Ok(Box<RaftCmdResponse>),
     /// Never reached a peer: it did not take effect.
     NotSent(String),
     /// A definite region error: it did not and will not take effect.
@@ -159,7 +159,7 @@ impl Cluster {
         };
         let Some(err) = resp.header.as_ref().and_then(|h| h.error.clone()) else {
             self.inner.leaders.lock().insert(region.id, leader);
-            return OnceOutcome::Ok(resp);
+            return OnceOutcome::Ok(Box::new(resp));
         };
         // Learn where to go next time, as the retrying helper does.
         match err.not_leader.as_ref().and_then(|nl| nl.leader) {
