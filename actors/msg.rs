@@ -169,6 +169,21 @@ pub struct AskSplit {
     pub reply: Recipient<ProposeSplit>,
 }
 
+/// A peer hit an error it cannot go on from (an I/O error while persisting
+/// or applying a Ready, a snapshot that cannot be ingested): it answered its
+/// pending commands Undetermined and stopped, leaving its state on disk.
+/// Sender: `PeerActor`. Receiver: `StoreActor`, which restarts the region's
+/// peer from disk after a pause, or after too many failures leaves the
+/// region failed (logged, `tessel_failed_regions`). The store and its other
+/// regions keep serving. Never dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerFailed {
+    pub region_id: crate::RegionId,
+    pub peer_id: u64,
+    pub error: String,
+}
+
 /// Propose the Split admin command with these ids.
 /// Sender: `SchedulerClientActor`. Receiver: the `PeerActor` that asked.
 #[derive(Message)]

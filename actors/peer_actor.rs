@@ -10,8 +10,8 @@ use raft::SnapshotStatus;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
-    AskSplit, GetPeerStatus, PeerDestroyed, PeerStatus, PeerUnreachable, PersistReady, Persisted,
-    Propose, ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit,
+    AskSplit, GetPeerStatus, PeerDestroyed, PeerFailed, PeerStatus, PeerUnreachable, PersistReady,
+    Persisted, Propose, ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit,
     SchedulerOperator, SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
@@ -203,11 +203,10 @@ impl PeerActor {
         for _ in 0..16 {
             let out = match self.peer.handle_ready() {
                 Ok(out) => out,
-                Err(e) => panic!(
-                    "region {} peer {}: cannot persist or apply a Ready: {e}",
-                    self.peer.region_id(),
-                    self.peer.meta.id
-                ),
+                Err(e) => {
+                    self.fail(ctx, e);
+                    return;
+                }
             };
             if let Some(number) = out.persist {
                 self.deps.writer.do_send(PersistReady {
@@ -258,6 +257,28 @@ impl PeerActor {
         for msg in self.peer.take_outbox() {
             self.deps.transport.send(msg);
         }
+    }
+
+    /// An error this peer cannot go on from: it stops, its region alone.
+    /// What it had persisted stays on disk; the store restarts it from
+    /// there (like a crash of this one peer), so nothing acknowledged is
+    /// lost and the store's other regions never notice.
+    fn fail(&mut self, ctx: &mut Context<Self>, e: Error) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        tracing::error!(error = %e, "peer failed; stopping it (the store restarts it from disk)");
+        crate::metrics::PEER_FAILURES.inc();
+        self.peer.fail_all_proposals(|| {
+            Error::Undetermined("the peer failed with the command in flight".into())
+        });
+        self.deps.store.do_send(PeerFailed {
+            region_id: self.peer.region_id(),
+            peer_id: self.peer.meta.id,
+            error: e.to_string(),
+        });
+        ctx.stop();
     }
 
     /// Deletes the peer's log, states and data (leaving a tombstone with the

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, error, info, info_span, warn};
 
-use super::msg::{PeerDestroyed, RegionChanged, RegionSplit, StepRaft, StoreHeartbeat};
+use super::msg::{PeerDestroyed, PeerFailed, RegionChanged, RegionSplit, StepRaft, StoreHeartbeat};
 use super::peer_actor::{PeerActor, PeerDeps};
 use super::router::Router;
 use super::scheduler_client_actor::SchedulerClientActor;
@@ -36,7 +36,14 @@ pub struct StoreActor {
     deps: PeerDeps,
     /// The region and range maps; this actor is their only writer.
     meta: SharedStoreMeta,
+    /// How often each region's peer failed since the store started.
+    failures: std::collections::HashMap<crate::RegionId, u32>,
 }
+
+/// A region whose peer failed this often is left failed, not restarted.
+const MAX_PEER_RESTARTS: u32 = 5;
+/// The pause before the first restart of a failed peer; it doubles.
+const FIRST_RESTART_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl StoreActor {
     pub fn new(
@@ -54,6 +61,44 @@ impl StoreActor {
             router,
             deps,
             meta,
+            failures: Default::default(),
+        }
+    }
+
+    /// Starts the actor of a failed region again, from what its storage
+    /// holds, unless the region went away meanwhile.
+    fn restart_peer(&mut self, region_id: crate::RegionId) {
+        if self.router.peer(region_id).is_some() {
+            return;
+        }
+        let state: Option<RegionLocalState> =
+            match get_msg(&self.engines.kv, &keys::region_state_key(region_id)) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(region_id, error = %e, "cannot read a failed region's state");
+                    return;
+                }
+            };
+        let Some(region) = state
+            .filter(|s| s.state == PeerState::Normal as i32)
+            .and_then(|s| s.region)
+            .filter(|r| find_peer(r, self.store_id).is_some())
+        else {
+            info!(
+                region_id,
+                "failed region is gone from this store; not restarted"
+            );
+            self.meta.lock().remove_region(region_id);
+            return;
+        };
+        // The failed peer may have written a Ready nobody fsynced yet; the
+        // new one reads it back as persisted and could acknowledge it.
+        if let Err(e) = self.engines.flush() {
+            panic!("store flush failed, refusing to acknowledge writes: {e}");
+        }
+        match self.spawn_peer(region, false) {
+            Ok(_) => info!(region_id, "failed peer restarted from disk"),
+            Err(e) => error!(region_id, error = %e, "cannot restart a failed peer"),
         }
     }
 
@@ -271,6 +316,44 @@ impl Handler<PeerDestroyed> for StoreActor {
             peer_id = msg.peer_id,
             "peer removed from the store"
         );
+    }
+}
+
+impl Handler<PeerFailed> for StoreActor {
+    type Result = ();
+
+    /// One region's fault stays in that region: its peer is restarted from
+    /// disk after a pause that doubles, and after `MAX_PEER_RESTARTS` the
+    /// region is left failed here (its range stays reserved, so no other
+    /// peer takes it; the other replicas keep the region available).
+    fn handle(&mut self, msg: PeerFailed, ctx: &mut Context<Self>) {
+        let region_id = msg.region_id;
+        self.router.unregister(region_id);
+        let n = self.failures.entry(region_id).or_default();
+        *n += 1;
+        if *n > MAX_PEER_RESTARTS {
+            error!(
+                store_id = self.store_id,
+                region_id,
+                peer_id = msg.peer_id,
+                error = %msg.error,
+                failures = *n,
+                "region failed on this store; its peer is not restarted again"
+            );
+            crate::metrics::FAILED_REGIONS.inc();
+            return;
+        }
+        let pause = FIRST_RESTART_PAUSE * 2u32.pow(*n - 1);
+        warn!(
+            store_id = self.store_id,
+            region_id,
+            peer_id = msg.peer_id,
+            error = %msg.error,
+            failures = *n,
+            ?pause,
+            "peer failed; restarting it from disk"
+        );
+        ctx.run_later(pause, move |act, _| act.restart_peer(region_id));
     }
 }
 

@@ -9,6 +9,7 @@
 #
 #   scripts/bench-vs-etcd.sh            # 15 s per run, 64 clients, 128-byte values
 #   SECONDS_PER_RUN=30 CLIENTS=32 scripts/bench-vs-etcd.sh
+#   NO_SESSIONS_ROW=0 ...               # skip the put row without client sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +83,13 @@ for w in $WORKLOADS; do
             --clients "$CLIENTS" --value-size "$VALUE_SIZE" --seconds "$SECONDS_PER_RUN" | tail -1)
         rows+=("$row")
     done
+    if [ "$w" = put ] && [ "${NO_SESSIONS_ROW:-1}" = 1 ]; then
+        # What exactly-once costs: the same puts without client sessions.
+        echo "running tessel put without sessions ..." >&2
+        row=$($bin bench --target tessel --endpoints 127.0.0.1:42379 --workload put --no-sessions \
+            --clients "$CLIENTS" --value-size "$VALUE_SIZE" --seconds "$SECONDS_PER_RUN" | tail -1)
+        rows+=("${row/| Tessel | Put |/| Tessel (no sessions) | Put |}")
+    fi
 done
 echo "| target | workload | clients | value B | ops/s | p50 ms | p99 ms | p99.9 ms | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"

@@ -43,6 +43,9 @@ pub struct NetBenchOptions {
     pub keys: u64,
     pub value_size: usize,
     pub duration: Duration,
+    /// Tessel: writes carry client sessions (exactly-once), as the client's
+    /// default; off measures what sessions cost.
+    pub sessions: bool,
 }
 
 #[derive(Debug)]
@@ -97,13 +100,18 @@ enum Conn {
 }
 
 impl Conn {
-    async fn connect(target: Target, endpoints: &[String]) -> Result<Conn> {
+    async fn connect(target: Target, endpoints: &[String], sessions: bool) -> Result<Conn> {
         match target {
             Target::Tessel => {
                 let addr = endpoints.first().ok_or_else(|| {
                     Error::Other("--endpoints needs the scheduler's address".into())
                 })?;
-                Ok(Conn::Tessel(Client::new(addr)?))
+                let client = Client::new(addr)?;
+                Ok(Conn::Tessel(if sessions {
+                    client
+                } else {
+                    client.without_sessions()
+                }))
             }
             #[cfg(feature = "etcd")]
             Target::Etcd => {
@@ -146,7 +154,7 @@ impl Conn {
 
 /// Runs the workload and reports. Must run on a tokio runtime.
 pub async fn run(opts: NetBenchOptions) -> Result<NetBenchReport> {
-    let conn = Conn::connect(opts.target, &opts.endpoints).await?;
+    let conn = Conn::connect(opts.target, &opts.endpoints, opts.sessions).await?;
     let value = vec![b'v'; opts.value_size];
     if opts.workload != Workload::Put {
         preload(&conn, opts.keys, &value).await?;

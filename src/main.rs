@@ -145,6 +145,10 @@ enum Command {
         /// Keys the workload draws from (preloaded for get and mixed).
         #[arg(long, default_value_t = 10_000)]
         key_space: u64,
+        /// With --target tessel: writes without client sessions (measures
+        /// what exactly-once costs).
+        #[arg(long)]
+        no_sessions: bool,
     },
 }
 
@@ -328,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             endpoints,
             workload,
             key_space,
+            no_sessions,
         } => {
             if let Some(target) = target {
                 anyhow::ensure!(clients >= 1, "--clients must be at least 1");
@@ -340,6 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     keys: key_space,
                     value_size,
                     duration: std::time::Duration::from_secs(seconds.max(1)),
+                    sessions: !no_sessions,
                 };
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()

@@ -68,6 +68,20 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+pub static PEER_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_peer_failures_total",
+        "Region peers stopped by an error of their own (and restarted from disk)"
+    )
+    .expect("metric registers once")
+});
+pub static FAILED_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tessel_failed_regions",
+        "Regions whose peer here failed too often and is not restarted"
+    )
+    .expect("metric registers once")
+});
 pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tessel_splits_applied_total", "Splits applied by peers")
         .expect("metric registers once")

@@ -47,6 +47,15 @@ impl Peer {
             if e.index <= applied {
                 continue;
             }
+            // Failpoint `apply::entry`: configured as `return(STORE:REGION)`,
+            // that region's apply on that store fails with an I/O error.
+            if let Some(Some(target)) = fail::eval("apply::entry", |arg| arg) {
+                if target == format!("{}:{}", self.store_id, self.region_id()) {
+                    return Err(Error::Io(std::io::Error::other(
+                        "failpoint apply::entry: injected apply error",
+                    )));
+                }
+            }
             if e.index != applied + 1 {
                 panic!(
                     "region {} peer {}: applying entry {} after {}",
