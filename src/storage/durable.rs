@@ -138,15 +138,19 @@ impl SledSyncer {
     pub fn flush(&self, db: &sled::Db) -> crate::Result<()> {
         let mut st = self.state.lock();
         // A blob file is written while its write is being reserved, before
-        // that write returns. Every blob listed now therefore belongs to a
-        // write the flush below covers and is complete once it returns;
-        // a blob created later may still be half written and waits for the
-        // next call (whose writes it belongs to).
+        // that write returns, and sled's flush returns only once every
+        // reservation it wrote out is complete. So after the flush, every
+        // blob that a record just written points at is complete, and is
+        // listed below: all of those are synced before the log is. Blobs
+        // of writes reserved during the flush may still be half written;
+        // they are synced now too but only those listed before the flush
+        // count as done, the others are synced again next time.
         let blobs = self.db_dir.join("blobs");
-        let listed = list_dir(&blobs)?;
+        let before = list_dir(&blobs)?;
         db.flush()?;
+        let after = list_dir(&blobs)?;
         let mut synced_any = false;
-        for name in listed.difference(&st.synced_blobs) {
+        for name in after.difference(&st.synced_blobs) {
             match File::open(blobs.join(name)) {
                 Ok(f) => f.sync_data()?,
                 // sled removes blobs it no longer needs at any time.
@@ -155,11 +159,11 @@ impl SledSyncer {
             }
             synced_any = true;
         }
-        if synced_any || listed.len() != st.synced_blobs.len() {
+        if synced_any || after.len() != st.synced_blobs.len() {
             // New blobs, or removed ones: the directory changed.
             sync_dir(&blobs)?;
         }
-        st.synced_blobs = listed;
+        st.synced_blobs = before.intersection(&after).cloned().collect();
         let entries = list_dir(&self.db_dir)?;
         if entries != st.dir_entries {
             sync_dir(&self.db_dir)?;
