@@ -90,6 +90,12 @@ pub struct PeerStatus {
     pub term: u64,
     pub applied_index: u64,
     pub truncated_index: u64,
+    /// The last index of the peer's raft log, persisted or not.
+    pub last_index: u64,
+    /// The term of the entry at `last_index`.
+    pub last_term: u64,
+    /// The highest index this peer knows committed.
+    pub commit_index: u64,
 }
 
 /// Asks a peer for its status.

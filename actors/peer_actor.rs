@@ -467,6 +467,9 @@ impl Handler<GetPeerStatus> for PeerActor {
             term: p.term(),
             applied_index: p.storage().applied_index(),
             truncated_index: p.storage().truncated_index(),
+            last_index: p.raft.raft.raft_log.last_index(),
+            last_term: p.raft.raft.raft_log.last_term(),
+            commit_index: p.raft.raft.raft_log.committed,
         })
     }
 }

@@ -94,7 +94,7 @@ impl StoreActor {
         // The failed peer may have written a Ready nobody fsynced yet; the
         // new one reads it back as persisted and could acknowledge it.
         if let Err(e) = self.engines.flush() {
-            panic!("store flush failed, refusing to acknowledge writes: {e}");
+            crate::storage::durable::flush_failed(&e);
         }
         match self.spawn_peer(region, false) {
             Ok(_) => info!(region_id, "failed peer restarted from disk"),

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::error;
 
 use super::msg::{PersistReady, Persisted};
 use crate::storage::Engines;
@@ -56,10 +55,7 @@ impl WriterActor {
             let res =
                 res.unwrap_or_else(|e| Err(crate::Error::Other(format!("flush task failed: {e}"))));
             if let Err(e) = res {
-                // After a failed fsync the page cache state is unknown; going
-                // on could acknowledge lost writes (the "fsyncgate" lesson).
-                error!(error = %e, "flush failed");
-                panic!("store flush failed, refusing to acknowledge writes: {e}");
+                crate::storage::durable::flush_failed(&e);
             }
             act.stats.flushes.fetch_add(1, Ordering::Relaxed);
             for r in batch {

@@ -41,6 +41,10 @@ impl Peer {
         if entries.is_empty() {
             return Ok(());
         }
+        if self.is_leaving() {
+            // Removed: later entries are the remaining peers' business.
+            return Ok(());
+        }
         let mut batch = ApplyBatch::default();
         for e in entries {
             let applied = self.storage().applied_index();
@@ -111,7 +115,7 @@ impl Peer {
             };
             self.raft.mut_store().apply_state.applied_index = e.index;
             self.answer_proposals(e.index, e.term, resp, &mut batch);
-            if self.pending_remove {
+            if self.pending_remove || self.is_leaving() {
                 // This peer was removed: nothing after this entry concerns it.
                 break;
             }

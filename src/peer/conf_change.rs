@@ -159,7 +159,7 @@ impl Peer {
             ConfChangeType::RemoveNode => {
                 self.peer_cache.remove(&target.id);
                 if target.id == self.meta.id {
-                    self.pending_remove = true;
+                    self.start_leaving(entry.index);
                 }
             }
         }

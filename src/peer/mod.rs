@@ -9,6 +9,7 @@
 
 mod apply;
 mod conf_change;
+mod leave;
 mod propose;
 mod read;
 mod ready;
@@ -91,6 +92,9 @@ pub struct Peer {
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
     pub pending_remove: bool,
+    /// This peer applied its own removal while leading and waits until the
+    /// remaining peers know it committed (see `leave.rs`).
+    leaving: Option<leave::Leaving>,
     /// Reads waiting for a leadership confirmation or for apply.
     reads: read::ReadQueue,
     /// Splits applied since the last Ready, for the store to record.
@@ -145,6 +149,7 @@ impl Peer {
             heartbeat_now: false,
             region_changed: None,
             pending_remove: false,
+            leaving: None,
             reads: Default::default(),
             splits: Vec::new(),
             split_asked: None,
@@ -204,6 +209,7 @@ impl Peer {
         }
         let mut m = eraftpb::Message::default();
         m.merge_from_bytes(&msg.message)?;
+        self.observe_for_leave(&m);
         self.raft.step(m)?;
         Ok(())
     }
@@ -216,6 +222,13 @@ impl Peer {
         self.resend_campaign();
         self.expire_reads();
         let mut out = TickOutcome::default();
+        if self.tick_leaving() {
+            // A removed leader only helps its followers catch up.
+            if self.is_leader() {
+                self.reprobe_followers();
+            }
+            return out;
+        }
         if !self.is_leader() {
             return out;
         }
@@ -286,7 +299,8 @@ impl Peer {
 
     /// Takes a pending "report at once" request (after a role or region change).
     pub fn take_heartbeat_now(&mut self) -> Option<RegionHeartbeatRequest> {
-        if self.is_leader() && std::mem::take(&mut self.heartbeat_now) {
+        // A removed leader does not speak for the region it left.
+        if self.is_leader() && !self.is_leaving() && std::mem::take(&mut self.heartbeat_now) {
             Some(self.heartbeat_request())
         } else {
             None

@@ -7,8 +7,8 @@ use raft::eraftpb;
 use raft::StateRole;
 use tracing::info;
 
-use super::Peer;
-use crate::error::Result;
+use super::{error_response, Peer};
+use crate::error::{Error, Result};
 use crate::proto::metapb::Region;
 
 /// What the actor must do after one turn of the Ready loop.
@@ -47,11 +47,13 @@ impl Peer {
         let read_states = rd.take_read_states();
         self.on_read_states(read_states);
 
+        let snap_index = rd.snapshot().get_metadata().index;
         let applied_snap =
             self.raft
                 .mut_store()
                 .save_ready(rd.snapshot(), rd.entries(), rd.hs())?;
         if let Some(s) = applied_snap {
+            self.answer_covered_proposals(snap_index);
             for p in &s.region.peers {
                 self.peer_cache.insert(p.id, *p);
             }
@@ -83,6 +85,20 @@ impl Peer {
         Ok(out)
     }
 
+    /// A snapshot replaced the log up to `index` without showing this peer
+    /// the entries: a proposal waiting for one of them may or may not be in
+    /// the snapshot's state, so it is answered Undetermined now rather than
+    /// when (if ever) a later entry applies.
+    fn answer_covered_proposals(&mut self, index: u64) {
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let p = self.proposals.pop_front().expect("front checked above");
+            let _ = p.cb.send(error_response(Error::Undetermined(format!(
+                "entry {} was covered by a snapshot before it was seen applied",
+                p.index
+            ))));
+        }
+    }
+
     /// The store writer reports Ready `number` (and all before it) durable.
     pub fn on_persisted(&mut self, number: u64) {
         while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
@@ -104,7 +120,8 @@ impl Peer {
     }
 
     fn push_messages(&mut self, msgs: Vec<eraftpb::Message>) {
-        for m in msgs {
+        for mut m in msgs {
+            self.tag_leave_heartbeat(&mut m);
             let msg_type = m.get_msg_type();
             let term = m.term;
             if let Some(rm) = self.wrap_raft_message(m) {

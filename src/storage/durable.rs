@@ -31,6 +31,20 @@ use parking_lot::Mutex;
 
 /// Fsyncs a directory, making the entries created, renamed or removed in
 /// it so far durable.
+/// Ends the process after a failed store flush. Once an fsync has failed
+/// the kernel may have dropped the dirty pages it could not write and
+/// marked them clean, so a retry can "succeed" without the data (the
+/// PostgreSQL "fsyncgate" of 2018): nothing written since the last good
+/// sync can be trusted, and acknowledging anything more could lie. Aborting
+/// (rather than panicking one actor thread) also skips every destructor
+/// that would flush again. The node restarts from what did reach the disk,
+/// which raft reconciles with the other replicas.
+pub fn flush_failed(e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "store flush failed: stopping the process so no write is acknowledged that the disk may not hold");
+    eprintln!("tessel: store flush failed ({e}); aborting");
+    std::process::abort()
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -24,6 +24,7 @@ mod client;
 mod cluster;
 mod membership;
 
+pub use crate::actors::msg::PeerStatus;
 pub use crate::actors::transport::Filter;
 pub use client::OnceOutcome;
 pub use cluster::Cluster;

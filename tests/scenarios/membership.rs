@@ -153,3 +153,109 @@ async fn remove_leader() {
     assert_eq!(cluster.store_get(3, b"k3"), None);
     cluster.shutdown().await;
 }
+
+/// Waits until the peer of `region_id` on `store_id` satisfies `pred`.
+async fn wait_peer(
+    cluster: &Cluster,
+    store_id: u64,
+    region_id: u64,
+    what: &str,
+    pred: impl Fn(&tessel::testkit::PeerStatus) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = cluster.peer_status(store_id, region_id).await {
+            if pred(&st) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store {store_id}: {what} not reached within 15 s"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Of {A, B}, B proposes removing A, and A (holding the entry) is elected
+/// and commits it. A leader destroyed as soon as it applies its own removal
+/// leaves B with the entry but not the news that it committed: B still
+/// needs A's vote, and the region is dead. The message that would have told
+/// B is dropped here; A must stay until B knows.
+#[actix::test]
+async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
+    use raft::eraftpb::MessageType;
+    use std::sync::Arc;
+    use tessel::proto::raft_cmdpb::ChangePeerRequest;
+    use tessel::proto::raft_serverpb::RaftMessage;
+    use tessel::testkit::Filter;
+
+    crate::harness::init();
+    let cluster = Cluster::new(2, Config::for_tests());
+    cluster.start().await;
+    cluster.must_put(b"k", b"v").await;
+    let region = cluster.get_region(b"k").await;
+    let b = cluster.leader_of_region(region.id).await.expect("a leader");
+    let a = *region.peers.iter().find(|p| p.id != b.id).expect("two peers");
+    let before = cluster.peer_status(b.store_id, region.id).await.expect("B runs");
+    let removal_index = before.last_index + 1;
+    let store_of = |p: &Option<Peer>| p.map_or(0, |p| p.store_id);
+    let is = |m: &RaftMessage, t: MessageType| m.msg_type == t as i32;
+
+    // B proposes the removal; A takes the entry, B never learns it did.
+    cluster.add_filter(Filter::Custom(Arc::new(move |m: &RaftMessage| {
+        !(is(m, MessageType::MsgAppendResponse) && store_of(&m.to_peer) == b.store_id)
+    })));
+    let remove = RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(b),
+            region_epoch: region.region_epoch,
+            term: 0,
+        }),
+        requests: vec![],
+        admin_request: Some(AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: tessel::proto::raft_cmdpb::ConfChangeType::RemoveNode as i32,
+                peer: Some(a),
+            }),
+            ..Default::default()
+        }),
+    };
+    let answer = cluster
+        .call_store(b.store_id, remove, Duration::from_millis(300))
+        .await;
+    assert!(answer.is_err(), "the removal cannot commit yet: {answer:?}");
+    wait_peer(&cluster, a.store_id, region.id, "A holds the removal", |s| {
+        s.last_index >= removal_index
+    })
+    .await;
+
+    // B goes quiet towards A, so A campaigns and wins with B's vote; A's
+    // appends that would carry the commit of its removal to B are lost.
+    cluster.add_filter(Filter::Custom(Arc::new(move |m: &RaftMessage| {
+        let b_to_a = store_of(&m.from_peer) == b.store_id && store_of(&m.to_peer) == a.store_id;
+        if b_to_a {
+            return !(is(m, MessageType::MsgHeartbeat) || is(m, MessageType::MsgAppend));
+        }
+        if store_of(&m.from_peer) == a.store_id && is(m, MessageType::MsgAppend) {
+            let mut msg = raft::eraftpb::Message::default();
+            let _ = protobuf::Message::merge_from_bytes(&mut msg, &m.message);
+            return msg.commit < removal_index;
+        }
+        true
+    })));
+    wait_peer(&cluster, b.store_id, region.id, "B alone leads", |s| {
+        s.is_leader && s.region.peers == vec![b]
+    })
+    .await;
+    cluster.clear_filters();
+    cluster.must_put(b"k", b"v2").await;
+    assert_eq!(cluster.must_get(b"k").await, b"v2");
+    assert!(
+        !cluster.store_region_ids(a.store_id).contains(&region.id),
+        "the removed peer is gone"
+    );
+    cluster.shutdown().await;
+}

@@ -1,3 +1,4 @@
+mod ambiguous;
 mod basic;
 mod conf_change;
 mod generic;

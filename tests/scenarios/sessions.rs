@@ -16,7 +16,7 @@ use tessel::Config;
 /// Sends `put key=value` in `session` to the region's leader until a leader
 /// answers (following NotLeader), and returns the answer's region error
 /// message, if any.
-async fn put_in_session(
+pub(super) async fn put_in_session(
     cluster: &Cluster,
     key: &[u8],
     value: &[u8],
