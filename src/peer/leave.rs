@@ -103,7 +103,10 @@ impl Peer {
             _ => false,
         };
         if done {
-            info!(index = l.index, "the remaining peers know of the removal: leaving");
+            info!(
+                index = l.index,
+                "the remaining peers know of the removal: leaving"
+            );
             self.pending_remove = true;
         }
     }

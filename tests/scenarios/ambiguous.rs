@@ -209,7 +209,9 @@ async fn a_write_in_flight_on_a_destroyed_leader_is_retried_once() {
         "a destroyed leader's pending write must be answered Undetermined: {first:?}"
     );
     assert!(
-        !cluster.store_region_ids(leader.store_id).contains(&region.id),
+        !cluster
+            .store_region_ids(leader.store_id)
+            .contains(&region.id),
         "the removed leader is gone"
     );
     retry_applies_nothing(&cluster, b"k", b"a", session).await;
@@ -356,7 +358,9 @@ async fn writes_of_a_re_elected_leader_are_answered_as_they_applied() {
     };
     let peer_on = |s: StoreId| *region.peers.iter().find(|p| p.store_id == s).unwrap();
     for p in &region.peers {
-        cluster.must_store_get_equal(p.store_id, b"k0", Some(b"init")).await;
+        cluster
+            .must_store_get_equal(p.store_id, b"k0", Some(b"init"))
+            .await;
     }
     let phase = Arc::new(AtomicU8::new(1));
     let filter_phase = phase.clone();

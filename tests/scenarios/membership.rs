@@ -196,8 +196,15 @@ async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
     cluster.must_put(b"k", b"v").await;
     let region = cluster.get_region(b"k").await;
     let b = cluster.leader_of_region(region.id).await.expect("a leader");
-    let a = *region.peers.iter().find(|p| p.id != b.id).expect("two peers");
-    let before = cluster.peer_status(b.store_id, region.id).await.expect("B runs");
+    let a = *region
+        .peers
+        .iter()
+        .find(|p| p.id != b.id)
+        .expect("two peers");
+    let before = cluster
+        .peer_status(b.store_id, region.id)
+        .await
+        .expect("B runs");
     let removal_index = before.last_index + 1;
     let store_of = |p: &Option<Peer>| p.map_or(0, |p| p.store_id);
     let is = |m: &RaftMessage, t: MessageType| m.msg_type == t as i32;
@@ -227,9 +234,13 @@ async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
         .call_store(b.store_id, remove, Duration::from_millis(300))
         .await;
     assert!(answer.is_err(), "the removal cannot commit yet: {answer:?}");
-    wait_peer(&cluster, a.store_id, region.id, "A holds the removal", |s| {
-        s.last_index >= removal_index
-    })
+    wait_peer(
+        &cluster,
+        a.store_id,
+        region.id,
+        "A holds the removal",
+        |s| s.last_index >= removal_index,
+    )
     .await;
 
     // B goes quiet towards A, so A campaigns and wins with B's vote; A's
