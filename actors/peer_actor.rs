@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use raft::SnapshotStatus;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
@@ -23,7 +22,7 @@ use super::writer_actor::WriterActor;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::peer::{error_response, Callback, MessageVerdict, Peer};
+use crate::peer::{error_response, Callback, Effects, MessageVerdict, Peer};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use crate::storage::engine::get_msg;
@@ -65,9 +64,9 @@ impl PeerActor {
     pub fn new(peer: Peer, deps: PeerDeps) -> PeerActor {
         let span = info_span!(
             "peer",
-            store_id = peer.store_id,
+            store_id = peer.store_id(),
             region_id = peer.region_id(),
-            peer_id = peer.meta.id
+            peer_id = peer.meta().id
         );
         PeerActor {
             peer,
@@ -92,11 +91,69 @@ impl PeerActor {
         if self.superseded(ctx) {
             return;
         }
-        let out = self.peer.on_tick();
-        if let Some(hb) = out.heartbeat {
+        let effects = self.peer.on_tick();
+        self.execute(ctx, effects);
+    }
+
+    /// Carries out what the core asked for after one input, then destroys
+    /// the peer if it asked to be, or queues a Ready turn if raft has work.
+    fn execute(&mut self, ctx: &mut Context<Self>, effects: Effects) {
+        let destroy = effects.destroy;
+        self.run_effects(ctx, effects);
+        if destroy {
+            self.destroy(ctx);
+        } else if self.peer.needs_ready() {
+            self.schedule_ready(ctx);
+        }
+    }
+
+    /// Carries out `effects` in the order `Effects` documents, all but
+    /// `destroy` (the caller's). Decides nothing.
+    fn run_effects(&mut self, ctx: &mut Context<Self>, effects: Effects) {
+        let Effects {
+            persist,
+            messages,
+            replies,
+            region_changed,
+            splits,
+            heartbeat,
+            split_check,
+            destroy: _,
+        } = effects;
+        if let Some(number) = persist {
+            self.deps.writer.do_send(PersistReady {
+                number,
+                peer: ctx.address().recipient(),
+            });
+        }
+        for msg in messages {
+            self.deps.transport.send(msg);
+        }
+        for (cb, resp) in replies {
+            let _ = cb.send(resp);
+        }
+        if let Some(region) = region_changed {
+            self.deps.store.do_send(RegionChanged { region });
+        }
+        for split in splits {
+            if split.was_leader {
+                if let Some(right) = &split.right {
+                    self.deps.scheduler.do_send(ReportSplit {
+                        left: split.left.clone(),
+                        right: right.clone(),
+                    });
+                }
+            }
+            self.deps.store.do_send(RegionSplit {
+                left: split.left,
+                right: split.right,
+                campaign: split.was_leader,
+            });
+        }
+        if let Some(hb) = heartbeat {
             self.deps.scheduler.do_send(RegionHeartbeat(hb));
         }
-        if out.split_check {
+        if split_check {
             let cfg = &self.deps.cfg;
             self.deps.split_checker.do_send(SplitCheck {
                 region: self.peer.region().clone(),
@@ -105,7 +162,6 @@ impl PeerActor {
                 reply: ctx.address().recipient(),
             });
         }
-        self.schedule_ready(ctx);
     }
 
     /// An uninitialized peer whose region was meanwhile created on this
@@ -152,6 +208,7 @@ impl PeerActor {
             Err(e) => {
                 debug!(error = %e, "split refused");
                 if let Some(cb) = cb {
+                    // Not the core's answer: the command never reached it.
                     let _ = cb.send(error_response(e));
                 }
             }
@@ -196,69 +253,37 @@ impl PeerActor {
         }
     }
 
-    /// The Ready loop: persist, send, apply, advance, until raft is idle.
+    /// The Ready loop: persist, send, apply, advance, until raft is idle
+    /// (at most 16 Readies a turn, so other inputs get their turn too).
     fn handle_ready(&mut self, ctx: &mut Context<Self>) {
         let _timer = crate::metrics::READY_DURATION.start_timer();
         self.ready_scheduled = false;
         for _ in 0..16 {
-            let out = match self.peer.handle_ready() {
-                Ok(out) => out,
+            let effects = match self.peer.handle_ready() {
+                Ok(effects) => effects,
                 Err(e) => {
                     self.fail(ctx, e);
                     return;
                 }
             };
-            if let Some(number) = out.persist {
-                self.deps.writer.do_send(PersistReady {
-                    number,
-                    peer: ctx.address().recipient(),
-                });
-            }
-            if let Some(region) = out.region_changed {
-                self.deps.store.do_send(RegionChanged { region });
-            }
-            for split in out.splits {
-                if split.was_leader {
-                    if let Some(right) = &split.right {
-                        self.deps.scheduler.do_send(ReportSplit {
-                            left: split.left.clone(),
-                            right: right.clone(),
-                        });
-                    }
-                }
-                self.deps.store.do_send(RegionSplit {
-                    left: split.left,
-                    right: split.right,
-                    campaign: split.was_leader,
-                });
-            }
-            if out.destroy {
-                self.flush_outbox();
+            let destroy = effects.destroy;
+            self.run_effects(ctx, effects);
+            if destroy {
                 self.destroy(ctx);
                 return;
             }
-            if !self.peer.raft.has_ready() {
+            if !self.peer.needs_ready() {
                 break;
             }
         }
-        self.flush_outbox();
         self.count_leader();
-        if let Some(hb) = self.peer.take_heartbeat_now() {
-            self.deps.scheduler.do_send(RegionHeartbeat(hb));
-        }
-        if self.peer.raft.has_ready() {
+        if self.peer.needs_ready() {
             self.schedule_ready(ctx);
         }
     }
 }
 
 impl PeerActor {
-    fn flush_outbox(&mut self) {
-        for msg in self.peer.take_outbox() {
-            self.deps.transport.send(msg);
-        }
-    }
-
     /// An error this peer cannot go on from: it stops, its region alone.
     /// What it had persisted stays on disk; the store restarts it from
     /// there (like a crash of this one peer), so nothing acknowledged is
@@ -270,12 +295,13 @@ impl PeerActor {
         self.destroyed = true;
         tracing::error!(error = %e, "peer failed; stopping it (the store restarts it from disk)");
         crate::metrics::PEER_FAILURES.inc();
-        self.peer.fail_all_proposals(|| {
+        let answers = self.peer.fail_all_proposals(|| {
             Error::Undetermined("the peer failed with the command in flight".into())
         });
+        self.run_effects(ctx, answers);
         self.deps.store.do_send(PeerFailed {
             region_id: self.peer.region_id(),
-            peer_id: self.peer.meta.id,
+            peer_id: self.peer.meta().id,
             error: e.to_string(),
         });
         ctx.stop();
@@ -290,20 +316,22 @@ impl PeerActor {
         }
         self.destroyed = true;
         let region = self.peer.region().clone();
-        if let Err(e) = self.peer.raft.mut_store().destroy(region.clone()) {
+        if let Err(e) = self.peer.destroy_state() {
             panic!(
                 "region {} peer {}: cannot delete the peer's state: {e}",
-                region.id, self.peer.meta.id
+                region.id,
+                self.peer.meta().id
             );
         }
         // Commands in flight may be committed by the remaining peers.
-        self.peer.fail_all_proposals(|| {
+        let answers = self.peer.fail_all_proposals(|| {
             Error::Undetermined("the peer was destroyed with the command in flight".into())
         });
+        self.run_effects(ctx, answers);
         tracing::info!("peer destroyed");
         self.deps.store.do_send(PeerDestroyed {
             region,
-            peer_id: self.peer.meta.id,
+            peer_id: self.peer.meta().id,
         });
         ctx.stop();
     }
@@ -324,14 +352,15 @@ impl Actor for PeerActor {
         crate::metrics::REGIONS.inc();
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::REGIONS.dec();
         self.destroyed = true;
         self.count_leader();
         // The peer's store or actor stops; its log may still commit them.
-        self.peer.fail_all_proposals(|| {
+        let answers = self.peer.fail_all_proposals(|| {
             Error::Undetermined("the peer stopped with the command in flight".into())
         });
+        self.run_effects(ctx, answers);
     }
 }
 
@@ -366,14 +395,18 @@ impl Handler<StepRaft> for PeerActor {
                         return;
                     }
                 }
-                if let Err(e) = self.peer.on_raft_message(msg) {
-                    debug!(error = %e, "raft message not stepped");
-                }
-                if is_snapshot && self.peer.raft.raft.raft_log.unstable_snapshot().is_none() {
+                let effects = match self.peer.on_raft_message(msg) {
+                    Ok(effects) => effects,
+                    Err(e) => {
+                        debug!(error = %e, "raft message not stepped");
+                        Effects::default()
+                    }
+                };
+                if is_snapshot && !self.peer.has_pending_snapshot() {
                     // Raft did not take it (stale): release the range.
                     self.deps.meta.lock().cancel_snapshot(self.peer.region_id());
                 }
-                self.schedule_ready(ctx);
+                self.execute(ctx, effects);
             }
             MessageVerdict::ReplyTombstone(reply) => {
                 debug!(to = ?reply.to_peer, "message from a removed peer; telling it");
@@ -415,9 +448,10 @@ impl Handler<Propose> for PeerActor {
             let _ = msg.cb.send(error_response(e));
             return;
         }
-        self.peer
+        let effects = self
+            .peer
             .on_propose_in_session(msg.request, msg.session, msg.cb);
-        self.schedule_ready(ctx);
+        self.execute(ctx, effects);
     }
 }
 
@@ -430,11 +464,8 @@ impl Handler<Persisted> for PeerActor {
         if self.destroyed {
             return;
         }
-        self.peer.on_persisted(msg.number);
-        for m in self.peer.take_outbox() {
-            self.deps.transport.send(m);
-        }
-        self.schedule_ready(ctx);
+        let effects = self.peer.on_persisted(msg.number);
+        self.execute(ctx, effects);
     }
 }
 
@@ -444,13 +475,11 @@ impl Handler<SnapshotReport> for PeerActor {
     fn handle(&mut self, msg: SnapshotReport, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        let status = if msg.finished {
-            SnapshotStatus::Finish
-        } else {
-            SnapshotStatus::Failure
-        };
-        self.peer.raft.report_snapshot(msg.to_peer, status);
-        self.schedule_ready(ctx);
+        if self.destroyed {
+            return;
+        }
+        let effects = self.peer.on_snapshot_report(msg.to_peer, msg.finished);
+        self.execute(ctx, effects);
     }
 }
 
@@ -461,15 +490,15 @@ impl Handler<GetPeerStatus> for PeerActor {
         let p = &self.peer;
         MessageResult(PeerStatus {
             region: p.region().clone(),
-            peer_id: p.meta.id,
+            peer_id: p.meta().id,
             is_leader: p.is_leader(),
             leader_id: p.leader_id(),
             term: p.term(),
             applied_index: p.storage().applied_index(),
             truncated_index: p.storage().truncated_index(),
-            last_index: p.raft.raft.raft_log.last_index(),
-            last_term: p.raft.raft.raft_log.last_term(),
-            commit_index: p.raft.raft.raft_log.committed,
+            last_index: p.last_index(),
+            last_term: p.last_term(),
+            commit_index: p.commit_index(),
         })
     }
 }
@@ -494,8 +523,8 @@ impl Handler<SchedulerOperator> for PeerActor {
             debug!(?op, "carrying out a scheduler operator");
             // Nobody waits for the answer: the scheduler watches heartbeats.
             let (cb, _) = futures::channel::oneshot::channel();
-            self.peer.on_propose(req, cb);
-            self.schedule_ready(ctx);
+            let effects = self.peer.on_propose(req, cb);
+            self.execute(ctx, effects);
         }
     }
 }
@@ -550,18 +579,20 @@ impl Handler<ProposeSplit> for PeerActor {
             let _ = cb.send(error_response(Error::RegionNotFound(self.peer.region_id())));
             return;
         }
-        self.peer
+        let effects = self
+            .peer
             .propose_split(&msg.region, msg.split_key, msg.ids, cb);
-        self.schedule_ready(ctx);
+        self.execute(ctx, effects);
     }
 }
 
 impl Handler<PeerUnreachable> for PeerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: PeerUnreachable, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: PeerUnreachable, ctx: &mut Context<Self>) {
         if !self.destroyed {
-            self.peer.raft.report_unreachable(msg.to_peer);
+            let effects = self.peer.on_unreachable(msg.to_peer);
+            self.execute(ctx, effects);
         }
     }
 }

@@ -126,7 +126,7 @@ impl StoreActor {
             meta,
         )?;
         if campaign {
-            peer.raft.campaign()?;
+            peer.campaign()?;
         }
         let addr = PeerActor::new(peer, self.deps.clone()).start();
         self.router.register(region.id, addr.clone());

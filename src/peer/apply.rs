@@ -125,7 +125,7 @@ impl Peer {
             self.raft.mut_store().compact_log_to(from, to)?;
         }
         for (cb, resp) in batch.answers {
-            let _ = cb.send(resp);
+            self.reply(cb, resp);
         }
         Ok(())
     }

@@ -1,14 +1,17 @@
 //! `Peer`: the pure, synchronous state machine of one region replica. It owns
 //! the raft-rs `RawNode`, the region meta and the pending proposals, and
 //! decides; it never sends a message, touches the network or reads a clock.
-//! Its outputs (messages, write batches to make durable, heartbeats) are
-//! collected for `PeerActor`, which carries them out.
+//! Every input is an `on_*` call returning one [`Effects`] value (messages,
+//! replies, a persist request, notices for the store and the scheduler),
+//! which `PeerActor` carries out.
 //!
 //! The operations live in files of their own: `propose` (commands in),
-//! `ready` (the Ready loop), `apply` (committed entries out).
+//! `ready` (the Ready loop), `apply` (committed entries out), `effects` (the
+//! one way out).
 
 mod apply;
 mod conf_change;
+mod effects;
 mod leave;
 mod propose;
 mod read;
@@ -34,7 +37,7 @@ use crate::storage::{Engines, PeerStorage, SnapManager};
 use crate::{PeerId, RegionId, StoreId};
 
 pub use conf_change::MessageVerdict;
-pub use ready::ReadyOutcome;
+pub use effects::Effects;
 pub use split::SplitApplied;
 
 /// Answers one command, exactly once.
@@ -58,20 +61,11 @@ pub fn error_response(e: Error) -> RaftCmdResponse {
     }
 }
 
-/// The leader's periodic duties due after a tick.
-#[derive(Default)]
-pub struct TickOutcome {
-    /// Report the region to the scheduler.
-    pub heartbeat: Option<RegionHeartbeatRequest>,
-    /// Ask the split checker to measure the region.
-    pub split_check: bool,
-}
-
 pub struct Peer {
-    pub store_id: StoreId,
+    store_id: StoreId,
     /// This replica's own id and store.
-    pub meta: metapb::Peer,
-    pub raft: RawNode<PeerStorage>,
+    meta: metapb::Peer,
+    raft: RawNode<PeerStorage>,
     cfg: Arc<Config>,
     /// Proposals in index order; answered when applied or found stale.
     proposals: VecDeque<Proposal>,
@@ -80,18 +74,18 @@ pub struct Peer {
     /// Messages of Readies whose writes are not yet durable, by Ready number;
     /// followers may only send them once the writes are fsynced.
     unpersisted: VecDeque<(u64, Vec<eraftpb::Message>)>,
-    /// Messages ready to go to other stores.
-    outbox: Vec<RaftMessage>,
+    /// What the current input has asked for so far (see `effects.rs`).
+    effects: Effects,
     ticks: u64,
     /// Bytes written to the region since its size was last checked.
-    pub size_diff_hint: u64,
-    pub approximate_size: Option<u64>,
+    size_diff_hint: u64,
+    approximate_size: Option<u64>,
     /// Set when the leader must report its region at once (role or region change).
     heartbeat_now: bool,
     /// The region's meta changed while applying; the store must learn it.
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
-    pub pending_remove: bool,
+    pending_remove: bool,
     /// This peer applied its own removal while leading and waits until the
     /// remaining peers know it committed (see `leave.rs`).
     leaving: Option<leave::Leaving>,
@@ -142,7 +136,7 @@ impl Peer {
             proposals: VecDeque::new(),
             peer_cache,
             unpersisted: VecDeque::new(),
-            outbox: Vec::new(),
+            effects: Effects::default(),
             ticks: 0,
             size_diff_hint: 0,
             approximate_size: None,
@@ -160,6 +154,34 @@ impl Peer {
 
     pub fn region(&self) -> &metapb::Region {
         &self.raft.store().region
+    }
+
+    /// This replica's own id and store.
+    pub fn meta(&self) -> metapb::Peer {
+        self.meta
+    }
+
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    pub fn approximate_size(&self) -> Option<u64> {
+        self.approximate_size
+    }
+
+    /// The last index of the raft log, persisted or not.
+    pub fn last_index(&self) -> u64 {
+        self.raft.raft.raft_log.last_index()
+    }
+
+    /// The term of the entry at `last_index`.
+    pub fn last_term(&self) -> u64 {
+        self.raft.raft.raft_log.last_term()
+    }
+
+    /// The highest index this peer knows committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raft.raft.raft_log.committed
     }
 
     pub fn region_id(&self) -> RegionId {
@@ -198,12 +220,27 @@ impl Peer {
         }
     }
 
-    pub fn take_outbox(&mut self) -> Vec<RaftMessage> {
-        std::mem::take(&mut self.outbox)
+    /// Hands out what the current input asked for, with the scheduler
+    /// report a role or region change made due.
+    fn take_effects(&mut self) -> Effects {
+        // A removed leader does not speak for the region it left.
+        if self.is_leader() && !self.is_leaving() && std::mem::take(&mut self.heartbeat_now) {
+            self.effects.heartbeat = Some(self.heartbeat_request());
+        }
+        if self.pending_remove {
+            self.effects.destroy = true;
+        }
+        std::mem::take(&mut self.effects)
     }
 
-    /// Steps a message from another replica into raft.
-    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
+    /// Answers one command (sent when the effects are executed).
+    pub(crate) fn reply(&mut self, cb: Callback, resp: RaftCmdResponse) {
+        self.effects.replies.push((cb, resp));
+    }
+
+    /// Steps a message from another replica into raft. The messages and
+    /// state it causes come out of the next `handle_ready`.
+    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<Effects> {
         if let Some(from) = msg.from_peer {
             self.peer_cache.insert(from.id, from);
         }
@@ -211,26 +248,70 @@ impl Peer {
         m.merge_from_bytes(&msg.message)?;
         self.observe_for_leave(&m);
         self.raft.step(m)?;
+        Ok(self.take_effects())
+    }
+
+    /// The transport's report on a snapshot sent to `to`: raft retries a
+    /// failed one instead of waiting for it.
+    pub fn on_snapshot_report(&mut self, to: PeerId, finished: bool) -> Effects {
+        let status = if finished {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raft.report_snapshot(to, status);
+        self.take_effects()
+    }
+
+    /// The transport could not reach `to`: raft probes it instead of
+    /// streaming entries into the void.
+    pub fn on_unreachable(&mut self, to: PeerId) -> Effects {
+        self.raft.report_unreachable(to);
+        self.take_effects()
+    }
+
+    /// Starts an election at once, before the peer runs (the new half of a
+    /// split led by this store campaigns without waiting for a timeout).
+    /// The vote requests come out of the first `handle_ready`.
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raft.campaign()?;
         Ok(())
+    }
+
+    /// Whether `handle_ready` has work: raft output, or reads to batch
+    /// into one leadership confirmation.
+    pub fn needs_ready(&self) -> bool {
+        self.raft.has_ready() || self.has_reads_to_flush() || self.pending_remove
+    }
+
+    /// Deletes this peer's log, states and data, leaving a tombstone with
+    /// the last region. The caller then stops the peer.
+    pub fn destroy_state(&mut self) -> Result<()> {
+        let region = self.region().clone();
+        self.raft.mut_store().destroy(region)
+    }
+
+    /// Whether raft holds a snapshot it has accepted but not yet installed.
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.raft.raft.raft_log.unstable_snapshot().is_some()
     }
 
     /// One base tick: drives raft's clocks and the periodic duties of a
     /// leader (log GC, split check, region heartbeat).
-    pub fn on_tick(&mut self) -> TickOutcome {
+    pub fn on_tick(&mut self) -> Effects {
         self.ticks += 1;
         self.raft.tick();
         self.resend_campaign();
         self.expire_reads();
-        let mut out = TickOutcome::default();
         if self.tick_leaving() {
             // A removed leader only helps its followers catch up.
             if self.is_leader() {
                 self.reprobe_followers();
             }
-            return out;
+            return self.take_effects();
         }
         if !self.is_leader() {
-            return out;
+            return self.take_effects();
         }
         self.reprobe_followers();
         if self
@@ -239,14 +320,14 @@ impl Peer {
         {
             self.maybe_propose_compact_log();
         }
-        out.split_check = self.split_check_due();
+        self.effects.split_check = self.split_check_due();
         let hb = self
             .ticks
             .is_multiple_of(self.cfg.ticks_of(self.cfg.region_heartbeat_tick_interval));
-        if hb || std::mem::take(&mut self.heartbeat_now) {
-            out.heartbeat = Some(self.heartbeat_request());
+        if hb {
+            self.heartbeat_now = true;
         }
-        out
+        self.take_effects()
     }
 
     /// raft-rs sends a candidate's vote requests once per election; on a
@@ -260,14 +341,14 @@ impl Peer {
         if !campaigning {
             self.campaign.clear();
         }
-        self.outbox.extend(self.campaign.iter().cloned());
+        self.effects.messages.extend(self.campaign.iter().cloned());
         // Likewise a lost MsgTimeoutNow stalls a transfer (and every proposal)
         // for an election timeout. A duplicate is harmless: the transferee
         // ignores it once it campaigns, and a stale term once it has won.
         if !self.is_leader() || self.raft.raft.lead_transferee.is_none() {
             self.handover = None;
         }
-        self.outbox.extend(self.handover.iter().cloned());
+        self.effects.messages.extend(self.handover.iter().cloned());
     }
 
     /// A follower the leader is probing gets one append per successful
@@ -294,16 +375,6 @@ impl Peer {
                 pr.resume();
             }
             self.raft.raft.send_append(id);
-        }
-    }
-
-    /// Takes a pending "report at once" request (after a role or region change).
-    pub fn take_heartbeat_now(&mut self) -> Option<RegionHeartbeatRequest> {
-        // A removed leader does not speak for the region it left.
-        if self.is_leader() && !self.is_leaving() && std::mem::take(&mut self.heartbeat_now) {
-            Some(self.heartbeat_request())
-        } else {
-            None
         }
     }
 
@@ -345,11 +416,13 @@ impl Peer {
 
     /// Answers every pending proposal and read with `e` (the peer is
     /// going away).
-    pub fn fail_all_proposals(&mut self, e: impl Fn() -> Error) {
-        for p in self.proposals.drain(..) {
-            let _ = p.cb.send(error_response(e()));
+    pub fn fail_all_proposals(&mut self, e: impl Fn() -> Error) -> Effects {
+        let proposals: Vec<Proposal> = self.proposals.drain(..).collect();
+        for p in proposals {
+            self.reply(p.cb, error_response(e()));
         }
         self.fail_reads(e);
+        self.take_effects()
     }
 
     /// Remembers the vote requests of a new campaign for `resend_campaign`.

@@ -3,7 +3,7 @@
 
 use prost::Message as _;
 
-use super::{error_response, Callback, Peer, Proposal};
+use super::{error_response, Callback, Effects, Peer, Proposal};
 use crate::error::{Error, Result};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, RaftCmdRequest,
@@ -56,7 +56,7 @@ impl Peer {
     /// Proposes a command from a client; `cb` is answered exactly once.
     /// A Split is refused here: its ids must come from the scheduler
     /// ([`Peer::propose_split`]).
-    pub fn on_propose(&mut self, req: RaftCmdRequest, cb: Callback) {
+    pub fn on_propose(&mut self, req: RaftCmdRequest, cb: Callback) -> Effects {
         self.on_propose_in_session(req, None, cb)
     }
 
@@ -68,14 +68,15 @@ impl Peer {
         req: RaftCmdRequest,
         session: Option<Session>,
         cb: Callback,
-    ) {
+    ) -> Effects {
         let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
         if admin == Some(AdminCmdType::Split) {
             let e = Error::Other("a split is asked for with SplitRegion, not proposed".into());
-            let _ = cb.send(error_response(e));
-            return;
+            self.reply(cb, error_response(e));
+        } else {
+            self.propose_in_session(req, session, cb);
         }
-        self.propose_in_session(req, session, cb)
+        self.take_effects()
     }
 
     /// Proposes a command already known to come from this store (a split
@@ -90,18 +91,19 @@ impl Peer {
             return;
         }
         if !self.is_leader() {
-            let _ = cb.send(error_response(self.not_leader()));
+            let e = self.not_leader();
+            self.reply(cb, error_response(e));
             return;
         }
         if let Err(e) = self.check_command(&req) {
-            let _ = cb.send(error_response(e));
+            self.reply(cb, error_response(e));
             return;
         }
         let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
         let result = match admin {
             Some(AdminCmdType::TransferLeader) => {
                 let resp = self.transfer_leader(&req);
-                let _ = cb.send(resp);
+                self.reply(cb, resp);
                 return;
             }
             Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&req),
@@ -120,9 +122,7 @@ impl Peer {
                     .partition_point(|p| (p.index, p.term) <= (index, term));
                 self.proposals.insert(at, Proposal { index, term, cb })
             }
-            Err(e) => {
-                let _ = cb.send(error_response(e));
-            }
+            Err(e) => self.reply(cb, error_response(e)),
         }
     }
 

@@ -49,6 +49,11 @@ impl Peer {
         self.reads.new.push(PendingRead { req, cb });
     }
 
+    /// Whether reads arrived since the last `flush_reads`.
+    pub(crate) fn has_reads_to_flush(&self) -> bool {
+        !self.reads.new.is_empty()
+    }
+
     /// Asks raft to confirm leadership for the reads queued since the last
     /// call (one round for all of them).
     pub(crate) fn flush_reads(&mut self) {
@@ -93,7 +98,7 @@ impl Peer {
             for read in batch.reads {
                 crate::metrics::READS.inc();
                 let resp = self.serve_read(&read.req);
-                let _ = read.cb.send(resp);
+                self.reply(read.cb, resp);
             }
         }
     }
@@ -146,19 +151,18 @@ impl Peer {
             } else {
                 self.not_leader()
             };
-            let _ = read.cb.send(error_response(e));
+            self.reply(read.cb, error_response(e));
         }
     }
 
     /// Answers every waiting read (the peer is going away).
     pub(crate) fn fail_reads(&mut self, e: impl Fn() -> Error) {
-        for read in self.reads.new.drain(..) {
-            let _ = read.cb.send(error_response(e()));
-        }
+        let mut failed: Vec<PendingRead> = self.reads.new.drain(..).collect();
         for b in self.reads.batches.drain(..) {
-            for read in b.reads {
-                let _ = read.cb.send(error_response(e()));
-            }
+            failed.extend(b.reads);
+        }
+        for read in failed {
+            self.reply(read.cb, error_response(e()));
         }
     }
 }

@@ -7,33 +7,16 @@ use raft::eraftpb;
 use raft::StateRole;
 use tracing::info;
 
-use super::{error_response, Peer};
+use super::{error_response, Effects, Peer};
 use crate::error::{Error, Result};
-use crate::proto::metapb::Region;
-
-/// What the actor must do after one turn of the Ready loop.
-#[derive(Default, Debug)]
-pub struct ReadyOutcome {
-    /// Ask the store writer to make Ready `persist` durable, then call
-    /// [`Peer::on_persisted`] with it.
-    pub persist: Option<u64>,
-    /// The region's meta changed (a snapshot was applied): the store must
-    /// update its range map.
-    pub region_changed: Option<Region>,
-    /// The peer applied its own removal: destroy it.
-    pub destroy: bool,
-    /// Splits applied, in log order.
-    pub splits: Vec<super::SplitApplied>,
-}
 
 impl Peer {
-    /// Handles one Ready if raft has one.
-    pub fn handle_ready(&mut self) -> Result<ReadyOutcome> {
-        let mut out = ReadyOutcome::default();
+    /// Handles one Ready if raft has one. On an error the peer cannot go
+    /// on: the caller stops it and the store restarts it from disk.
+    pub fn handle_ready(&mut self) -> Result<Effects> {
         self.flush_reads();
         if self.pending_remove || !self.raft.has_ready() {
-            out.destroy = self.pending_remove;
-            return Ok(out);
+            return Ok(self.take_effects());
         }
         let mut rd = self.raft.ready();
         if let Some(ss) = rd.ss() {
@@ -57,7 +40,7 @@ impl Peer {
             for p in &s.region.peers {
                 self.peer_cache.insert(p.id, *p);
             }
-            out.region_changed = Some(s.region);
+            self.effects.region_changed = Some(s.region);
         }
 
         let number = rd.number();
@@ -69,7 +52,7 @@ impl Peer {
         // behind an earlier one that does.
         if must_sync || !self.unpersisted.is_empty() {
             self.unpersisted.push_back((number, persisted_msgs));
-            out.persist = Some(number);
+            self.effects.persist = Some(number);
         } else {
             self.raft.on_persist_ready(number);
             self.push_messages(persisted_msgs);
@@ -78,11 +61,11 @@ impl Peer {
         self.advance_applied();
         self.serve_reads();
         if let Some(region) = self.region_changed.take() {
-            out.region_changed = Some(region);
+            self.effects.region_changed = Some(region);
         }
-        out.splits = std::mem::take(&mut self.splits);
-        out.destroy = self.pending_remove;
-        Ok(out)
+        let splits = std::mem::take(&mut self.splits);
+        self.effects.splits.extend(splits);
+        Ok(self.take_effects())
     }
 
     /// A snapshot replaced the log up to `index` without showing this peer
@@ -92,21 +75,24 @@ impl Peer {
     fn answer_covered_proposals(&mut self, index: u64) {
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("front checked above");
-            let _ = p.cb.send(error_response(Error::Undetermined(format!(
+            let e = Error::Undetermined(format!(
                 "entry {} was covered by a snapshot before it was seen applied",
                 p.index
-            ))));
+            ));
+            self.reply(p.cb, error_response(e));
         }
     }
 
-    /// The store writer reports Ready `number` (and all before it) durable.
-    pub fn on_persisted(&mut self, number: u64) {
+    /// The store writer reports Ready `number` (and all before it) durable:
+    /// the messages that waited for it may go.
+    pub fn on_persisted(&mut self, number: u64) -> Effects {
         while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
             let (_, msgs) = self.unpersisted.pop_front().expect("front checked above");
             self.push_messages(msgs);
         }
         self.raft.on_persist_ready(number);
         self.advance_applied();
+        self.take_effects()
     }
 
     /// Tells raft how far the state machine has applied, once raft allows it
@@ -126,7 +112,7 @@ impl Peer {
             let term = m.term;
             if let Some(rm) = self.wrap_raft_message(m) {
                 self.note_campaign(&rm, msg_type, term);
-                self.outbox.push(rm);
+                self.effects.messages.push(rm);
             }
         }
     }

@@ -109,9 +109,10 @@ impl Peer {
         split_key: Vec<u8>,
         ids: AskSplitResponse,
         cb: super::Callback,
-    ) {
+    ) -> super::Effects {
         let req = self.split_request(region, split_key, ids);
         self.propose(req, cb);
+        self.take_effects()
     }
 
     fn split_request(
