@@ -191,6 +191,11 @@ impl Peer {
         batch: &mut ApplyBatch,
     ) -> Result<RaftCmdResponse> {
         if let Err(e) = self.check_command(req) {
+            let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
+            if admin == Some(crate::proto::raft_cmdpb::AdminCmdType::Split) {
+                // Stale by the time it applied: let the checker ask again.
+                self.split_refused();
+            }
             return Ok(error_response(e));
         }
         let session = session::session_of(req, context);

@@ -111,8 +111,22 @@ impl Peer {
         cb: super::Callback,
     ) -> super::Effects {
         let req = self.split_request(region, split_key, ids);
+        if !self.is_leader() || self.check_command(&req).is_err() {
+            // The region changed while the ids were asked for (a conf
+            // change, usually): the next check chooses again at once
+            // instead of waiting out SPLIT_RETRY_TICKS.
+            self.split_refused();
+        }
         self.propose(req, cb);
         self.take_effects()
+    }
+
+    /// A split this leader asked for will not happen: the next check round
+    /// measures the region again (as if enough had been written) and may
+    /// ask at once.
+    pub(crate) fn split_refused(&mut self) {
+        self.split_asked = None;
+        self.size_diff_hint = self.size_diff_hint.max(self.cfg.region_split_check_diff());
     }
 
     fn split_request(
