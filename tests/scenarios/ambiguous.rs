@@ -15,38 +15,15 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::MessageType;
 use tessel::proto::errorpb;
 use tessel::proto::metapb::{Peer, Region};
-use tessel::proto::raft_cmdpb::{
-    CmdType, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request, Session,
-};
+use tessel::proto::raft_cmdpb::{RaftCmdResponse, Session};
 use tessel::proto::raft_serverpb::RaftMessage;
 use tessel::testkit::{Cluster, Filter, PeerStatus};
 use tessel::{Config, RegionId, StoreId};
 
-use super::sessions::put_in_session;
+use super::sessions::{put_in_session, put_request};
 
 /// How long any one awaited condition may take.
 const WAIT: Duration = Duration::from_secs(15);
-
-fn put_request(region: &Region, to: Peer, key: &[u8], value: &[u8]) -> RaftCmdRequest {
-    RaftCmdRequest {
-        header: Some(RaftRequestHeader {
-            region_id: region.id,
-            peer: Some(to),
-            region_epoch: region.region_epoch,
-            term: 0,
-        }),
-        requests: vec![Request {
-            cmd_type: CmdType::Put as i32,
-            put: Some(PutRequest {
-                cf: 0,
-                key: key.to_vec(),
-                value: value.to_vec(),
-            }),
-            ..Default::default()
-        }],
-        admin_request: None,
-    }
-}
 
 /// The region error of an answer, or of a call that got none.
 fn region_error(answer: &tessel::Result<RaftCmdResponse>) -> Option<errorpb::Error> {
@@ -139,6 +116,31 @@ fn deaf_leader(leader: StoreId) -> Filter {
     }))
 }
 
+/// Makes `leader` deaf, sends it `put k=a` in `session` in the background
+/// and waits until every follower appended the entry. Returns the leader's
+/// status from before the write and the pending call.
+async fn write_to_deaf_leader(
+    cluster: &Cluster,
+    region: &Region,
+    leader: Peer,
+    session: Session,
+    timeout: Duration,
+) -> (
+    PeerStatus,
+    actix_rt::task::JoinHandle<tessel::Result<RaftCmdResponse>>,
+) {
+    cluster.add_filter(deaf_leader(leader.store_id));
+    let before = wait_status(cluster, leader.store_id, region.id, "status", |_| true).await;
+    let first = send_in_background(cluster, region, leader, b"k", b"a", session, timeout);
+    for p in region.peers.iter().filter(|p| p.id != leader.id) {
+        wait_status(cluster, p.store_id, region.id, "the write appended", |s| {
+            s.last_index > before.last_index
+        })
+        .await;
+    }
+    (before, first)
+}
+
 #[actix::test]
 async fn a_write_whose_answer_timed_out_is_retried_once() {
     crate::harness::init();
@@ -182,15 +184,7 @@ async fn a_write_in_flight_on_a_destroyed_leader_is_retried_once() {
     let session = cluster.take_session();
 
     // The followers take the write; the leader cannot commit it.
-    cluster.add_filter(deaf_leader(leader.store_id));
-    let before = wait_status(&cluster, leader.store_id, region.id, "status", |_| true).await;
-    let first = send_in_background(&cluster, &region, leader, b"k", b"a", session, WAIT * 2);
-    for p in region.peers.iter().filter(|p| p.id != leader.id) {
-        wait_status(&cluster, p.store_id, region.id, "the write appended", |s| {
-            s.last_index > before.last_index
-        })
-        .await;
-    }
+    let (_, first) = write_to_deaf_leader(&cluster, &region, leader, session, WAIT * 2).await;
     // Cut the leader off: the others elect a leader, which commits the
     // write, and remove the old leader while it still waits for it.
     cluster.add_filter(Filter::Isolate(leader.store_id));
@@ -233,15 +227,7 @@ async fn a_write_covered_by_a_snapshot_is_retried_once() {
     let leader = cluster.leader_of_region(region.id).await.expect("a leader");
     let session = cluster.take_session();
 
-    cluster.add_filter(deaf_leader(leader.store_id));
-    let before = wait_status(&cluster, leader.store_id, region.id, "status", |_| true).await;
-    let first = send_in_background(&cluster, &region, leader, b"k", b"a", session, WAIT * 3);
-    for p in region.peers.iter().filter(|p| p.id != leader.id) {
-        wait_status(&cluster, p.store_id, region.id, "the write appended", |s| {
-            s.last_index > before.last_index
-        })
-        .await;
-    }
+    let (before, first) = write_to_deaf_leader(&cluster, &region, leader, session, WAIT * 3).await;
     // The others elect a leader, commit the write and compact their logs
     // past it while the old leader is cut off.
     cluster.add_filter(Filter::Isolate(leader.store_id));

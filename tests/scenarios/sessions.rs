@@ -8,10 +8,33 @@
 
 use std::time::{Duration, Instant};
 
+use tessel::proto::metapb::{Peer, Region};
 use tessel::proto::raft_cmdpb::Session;
 use tessel::proto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use tessel::testkit::{Cluster, Filter};
 use tessel::Config;
+
+/// A put of `key=value` for `region`, addressed to its peer `to`.
+pub(super) fn put_request(region: &Region, to: Peer, key: &[u8], value: &[u8]) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(to),
+            region_epoch: region.region_epoch,
+            term: 0,
+        }),
+        requests: vec![Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: 0,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        }],
+        admin_request: None,
+    }
+}
 
 /// Sends `put key=value` in `session` to the region's leader until a leader
 /// answers (following NotLeader), and returns the answer's region error
@@ -29,24 +52,7 @@ pub(super) async fn put_in_session(
             .leader_of_region(region.id)
             .await
             .expect("the region has a leader");
-        let req = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: region.id,
-                peer: Some(leader),
-                region_epoch: region.region_epoch,
-                term: 0,
-            }),
-            requests: vec![Request {
-                cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest {
-                    cf: 0,
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                }),
-                ..Default::default()
-            }],
-            admin_request: None,
-        };
+        let req = put_request(&region, leader, key, value);
         let resp = cluster
             .call_store_in_session(leader.store_id, req, Some(session), Duration::from_secs(2))
             .await;
