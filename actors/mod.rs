@@ -5,7 +5,6 @@
 //! - [`store_actor::StoreActor`]: the supervisor owning the region map.
 //! - [`writer_actor::WriterActor`]: the store-wide fsync batcher.
 //! - [`split_checker::SplitCheckActor`]: measures regions and finds split keys.
-//! - [`store_meta::StoreMeta`]: the store's region and range maps.
 //! - [`scheduler_client_actor::SchedulerClientActor`]: talks to the scheduler.
 //! - [`router::Router`]: the cheap handle that finds a region's peer.
 //! - [`transport`]: how raft messages reach other stores.
@@ -17,6 +16,5 @@ pub mod router;
 pub mod scheduler_client_actor;
 pub mod split_checker;
 pub mod store_actor;
-pub mod store_meta;
 pub mod transport;
 pub mod writer_actor;

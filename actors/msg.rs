@@ -80,6 +80,11 @@ pub struct SnapshotReport {
     pub finished: bool,
 }
 
+/// The result of a snapshot generation the peer handed out as a task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotGenerated(pub crate::Result<raft::eraftpb::Snapshot>);
+
 /// What a peer reports of itself.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {

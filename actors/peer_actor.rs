@@ -11,21 +11,19 @@ use tracing::{debug, info_span, Span};
 use super::msg::{
     AskSplit, GetPeerStatus, PeerDestroyed, PeerFailed, PeerStatus, PeerUnreachable, PersistReady,
     Persisted, Propose, ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit,
-    SchedulerOperator, SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
+    SchedulerOperator, SnapshotGenerated, SnapshotReport, SplitCheck, SplitCheckResult,
+    SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::split_checker::SplitCheckActor;
 use super::store_actor::StoreActor;
-use super::store_meta::SharedStoreMeta;
 use super::transport::Transport;
 use super::writer_actor::WriterActor;
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::keys;
-use crate::peer::{error_response, Callback, Effects, MessageVerdict, Peer};
-use crate::proto::metapb::{Region, RegionEpoch};
-use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
-use crate::storage::engine::get_msg;
+use crate::error::Error;
+use crate::peer::{error_response, Callback, Effects, Peer};
+use crate::proto::metapb::RegionEpoch;
+use crate::storage::tasks::Task;
 
 /// Client commands that may wait in one peer's mailbox.
 const PEER_MAILBOX_CAPACITY: usize = 4096;
@@ -39,8 +37,6 @@ pub struct PeerDeps {
     pub store: Addr<StoreActor>,
     pub scheduler: Addr<SchedulerClientActor>,
     pub split_checker: Addr<SplitCheckActor>,
-    /// The store's region and range maps (read here; written by the store).
-    pub meta: SharedStoreMeta,
 }
 
 pub struct PeerActor {
@@ -88,7 +84,7 @@ impl PeerActor {
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if self.superseded(ctx) {
+        if self.destroyed {
             return;
         }
         let effects = self.peer.on_tick();
@@ -98,9 +94,12 @@ impl PeerActor {
     /// Carries out what the core asked for after one input, then destroys
     /// the peer if it asked to be, or queues a Ready turn if raft has work.
     fn execute(&mut self, ctx: &mut Context<Self>, effects: Effects) {
-        let destroy = effects.destroy;
+        let (destroy, stop) = (effects.destroy, effects.stop);
         self.run_effects(ctx, effects);
-        if destroy {
+        if stop {
+            self.destroyed = true;
+            ctx.stop();
+        } else if destroy {
             self.destroy(ctx);
         } else if self.peer.needs_ready() {
             self.schedule_ready(ctx);
@@ -118,7 +117,9 @@ impl PeerActor {
             splits,
             heartbeat,
             split_check,
+            tasks,
             destroy: _,
+            stop: _,
         } = effects;
         if let Some(number) = persist {
             self.deps.writer.do_send(PersistReady {
@@ -162,28 +163,36 @@ impl PeerActor {
                 reply: ctx.address().recipient(),
             });
         }
+        for task in tasks {
+            self.start_task(ctx, task);
+        }
     }
 
-    /// An uninitialized peer whose region was meanwhile created on this
-    /// store by a split (its region state is on disk) has been replaced by
-    /// the split's peer: it stops without touching the region's state.
-    fn superseded(&mut self, ctx: &mut Context<Self>) -> bool {
-        if self.destroyed {
-            return true;
+    /// Runs a background task on a thread of its own; a generated
+    /// snapshot comes back to this actor.
+    fn start_task(&mut self, ctx: &mut Context<Self>, task: Task) {
+        let me = ctx.address();
+        match task {
+            Task::GenerateSnapshot(t) => {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("snap-gen-{}", t.region_id()))
+                    .spawn(move || me.do_send(SnapshotGenerated(t.run())));
+                if let Err(e) = spawned {
+                    // Raft asks again when it next needs a snapshot.
+                    let e = Error::Other(format!("cannot start snapshot generation: {e}"));
+                    ctx.notify(SnapshotGenerated(Err(e)));
+                }
+            }
+            Task::DeleteLog(d) => {
+                let spawned = std::thread::Builder::new()
+                    .name("raftlog-gc".into())
+                    .spawn(move || d.run());
+                if let Err(e) = spawned {
+                    // The entries are deleted at the peer's next start.
+                    tracing::warn!(error = %e, "cannot start the log deletion");
+                }
+            }
         }
-        if self.peer.is_initialized() {
-            return false;
-        }
-        let kv = &self.peer.storage().engines.kv;
-        let state: Option<RegionLocalState> =
-            get_msg(kv, &keys::region_state_key(self.peer.region_id())).unwrap_or(None);
-        if state.is_some_and(|s| s.state == PeerState::Normal as i32) {
-            tracing::info!("uninitialized peer replaced by its region's split; stopping");
-            self.destroyed = true;
-            ctx.stop();
-            return true;
-        }
-        false
     }
 
     /// Step 1 of a split: checks on the leader, then asks the scheduler for
@@ -215,31 +224,6 @@ impl PeerActor {
         }
     }
 
-    /// Refuses a snapshot this store cannot take: a missing or corrupt file,
-    /// or a range that another region here still holds or has reserved
-    /// (the store has not applied a split, or a removal, that the sender
-    /// already has; the leader retries later). On success the range is
-    /// reserved until the store records the applied snapshot.
-    fn check_snapshot(&self, msg: &RaftMessage) -> Result<Region> {
-        let snap_region = self.peer.check_snapshot_file(msg)?;
-        let region_id = self.peer.region_id();
-        if snap_region.id != region_id {
-            return Err(Error::Other(format!(
-                "snapshot of region {} sent to region {region_id}",
-                snap_region.id
-            )));
-        }
-        let mut meta = self.deps.meta.lock();
-        let overlapped = meta.overlapping(&snap_region.start_key, &snap_region.end_key, region_id);
-        if !overlapped.is_empty() {
-            return Err(Error::Other(format!(
-                "snapshot range overlaps regions {overlapped:?} on this store"
-            )));
-        }
-        meta.reserve_snapshot(snap_region.clone());
-        Ok(snap_region)
-    }
-
     /// Keeps the leaders gauge in step with this peer's role.
     fn count_leader(&mut self) {
         let leads = self.peer.is_leader() && !self.destroyed;
@@ -266,8 +250,13 @@ impl PeerActor {
                     return;
                 }
             };
-            let destroy = effects.destroy;
+            let (destroy, stop) = (effects.destroy, effects.stop);
             self.run_effects(ctx, effects);
+            if stop {
+                self.destroyed = true;
+                ctx.stop();
+                return;
+            }
             if destroy {
                 self.destroy(ctx);
                 return;
@@ -307,32 +296,28 @@ impl PeerActor {
         ctx.stop();
     }
 
-    /// Deletes the peer's log, states and data (leaving a tombstone with the
-    /// last region), answers its pending proposals, tells the store, stops.
-    /// A second call does nothing.
+    /// Destroys the peer (`Peer::destroy`), tells the store, stops. A
+    /// second call does nothing.
     fn destroy(&mut self, ctx: &mut Context<Self>) {
-        if self.superseded(ctx) {
+        if self.destroyed {
             return;
         }
+        let effects = match self.peer.destroy() {
+            Ok(effects) => effects,
+            Err(e) => {
+                self.fail(ctx, e);
+                return;
+            }
+        };
         self.destroyed = true;
-        let region = self.peer.region().clone();
-        if let Err(e) = self.peer.destroy_state() {
-            panic!(
-                "region {} peer {}: cannot delete the peer's state: {e}",
-                region.id,
-                self.peer.meta().id
-            );
+        let stop = effects.stop;
+        self.run_effects(ctx, effects);
+        if !stop {
+            self.deps.store.do_send(PeerDestroyed {
+                region: self.peer.region().clone(),
+                peer_id: self.peer.meta().id,
+            });
         }
-        // Commands in flight may be committed by the remaining peers.
-        let answers = self.peer.fail_all_proposals(|| {
-            Error::Undetermined("the peer was destroyed with the command in flight".into())
-        });
-        self.run_effects(ctx, answers);
-        tracing::info!("peer destroyed");
-        self.deps.store.do_send(PeerDestroyed {
-            region,
-            peer_id: self.peer.meta().id,
-        });
         ctx.stop();
     }
 }
@@ -370,10 +355,9 @@ impl Handler<HandleReady> for PeerActor {
     fn handle(&mut self, _: HandleReady, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if self.superseded(ctx) {
-            return;
+        if !self.destroyed {
+            self.handle_ready(ctx);
         }
-        self.handle_ready(ctx);
     }
 }
 
@@ -383,40 +367,9 @@ impl Handler<StepRaft> for PeerActor {
     fn handle(&mut self, StepRaft(msg): StepRaft, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if self.superseded(ctx) {
-            return;
-        }
-        let is_snapshot = msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32;
-        match self.peer.judge_message(&msg) {
-            MessageVerdict::Step => {
-                if is_snapshot {
-                    if let Err(e) = self.check_snapshot(&msg) {
-                        debug!(error = %e, "snapshot refused");
-                        return;
-                    }
-                }
-                let effects = match self.peer.on_raft_message(msg) {
-                    Ok(effects) => effects,
-                    Err(e) => {
-                        debug!(error = %e, "raft message not stepped");
-                        Effects::default()
-                    }
-                };
-                if is_snapshot && !self.peer.has_pending_snapshot() {
-                    // Raft did not take it (stale): release the range.
-                    self.deps.meta.lock().cancel_snapshot(self.peer.region_id());
-                }
-                self.execute(ctx, effects);
-            }
-            MessageVerdict::ReplyTombstone(reply) => {
-                debug!(to = ?reply.to_peer, "message from a removed peer; telling it");
-                self.deps.transport.send(reply);
-            }
-            MessageVerdict::DestroySelf => {
-                tracing::info!("told by a newer member that this peer was removed");
-                self.destroy(ctx);
-            }
-            MessageVerdict::Drop => {}
+        if !self.destroyed {
+            let effects = self.peer.on_raft_message(msg);
+            self.execute(ctx, effects);
         }
     }
 }
@@ -427,25 +380,10 @@ impl Handler<Propose> for PeerActor {
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        // A follower answers NotLeader (with its hint) whatever the epoch.
-        let checked = self
-            .peer
-            .is_leader()
-            .then(|| self.peer.check_command(&msg.request));
-        if let Some(Err(Error::EpochNotMatch {
-            message,
-            mut current_regions,
-        })) = checked
-        {
-            // A client behind a split learns both halves held here at once.
-            if let Some(right) = self.deps.meta.lock().right_sibling(self.peer.region()) {
-                current_regions.push(right.clone());
-            }
-            let e = Error::EpochNotMatch {
-                message,
-                current_regions,
-            };
-            let _ = msg.cb.send(error_response(e));
+        if self.destroyed {
+            let _ = msg
+                .cb
+                .send(error_response(Error::RegionNotFound(self.peer.region_id())));
             return;
         }
         let effects = self
@@ -480,6 +418,17 @@ impl Handler<SnapshotReport> for PeerActor {
         }
         let effects = self.peer.on_snapshot_report(msg.to_peer, msg.finished);
         self.execute(ctx, effects);
+    }
+}
+
+impl Handler<SnapshotGenerated> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, SnapshotGenerated(result): SnapshotGenerated, ctx: &mut Context<Self>) {
+        if !self.destroyed {
+            let effects = self.peer.on_snapshot_generated(result);
+            self.execute(ctx, effects);
+        }
     }
 }
 
@@ -554,7 +503,7 @@ impl Handler<SplitRegion> for PeerActor {
     fn handle(&mut self, msg: SplitRegion, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _g = span.enter();
-        if self.superseded(ctx) {
+        if self.destroyed {
             if let Some(cb) = msg.cb {
                 let _ = cb.send(error_response(self.peer.not_leader()));
             }

@@ -8,33 +8,32 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
 use super::msg::{PeerDestroyed, PeerFailed, RegionChanged, RegionSplit, StepRaft, StoreHeartbeat};
 use super::peer_actor::{PeerActor, PeerDeps};
 use super::router::Router;
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::split_checker::SplitCheckActor;
-use super::store_meta::SharedStoreMeta;
 use crate::error::Result;
 use crate::keys;
 use crate::peer::Peer;
 use crate::proto::metapb::{self, Region};
-use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
 use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
-use crate::region::is_epoch_stale;
 use crate::storage::engine::get_msg;
 use crate::storage::{Engines, SnapManager};
+use crate::store::{SharedStoreMeta, SplitStart, StoreEnv};
 use crate::StoreId;
 
 pub struct StoreActor {
     store_id: StoreId,
-    engines: Engines,
-    snap_mgr: SnapManager,
+    /// The store's engines and range map, which this actor is the only
+    /// writer of.
+    env: StoreEnv,
     router: Router,
     deps: PeerDeps,
-    /// The region and range maps; this actor is their only writer.
     meta: SharedStoreMeta,
     /// How often each region's peer failed since the store started.
     failures: std::collections::HashMap<crate::RegionId, u32>,
@@ -46,18 +45,11 @@ const MAX_PEER_RESTARTS: u32 = 5;
 const FIRST_RESTART_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl StoreActor {
-    pub fn new(
-        store_id: StoreId,
-        engines: Engines,
-        snap_mgr: SnapManager,
-        router: Router,
-        deps: PeerDeps,
-    ) -> StoreActor {
-        let meta = deps.meta.clone();
+    pub fn new(env: StoreEnv, router: Router, deps: PeerDeps) -> StoreActor {
+        let meta = env.meta.clone();
         StoreActor {
-            store_id,
-            engines,
-            snap_mgr,
+            store_id: env.store_id,
+            env,
             router,
             deps,
             meta,
@@ -72,7 +64,7 @@ impl StoreActor {
             return;
         }
         let state: Option<RegionLocalState> =
-            match get_msg(&self.engines.kv, &keys::region_state_key(region_id)) {
+            match get_msg(&self.env.engines.kv, &keys::region_state_key(region_id)) {
                 Ok(s) => s,
                 Err(e) => {
                     error!(region_id, error = %e, "cannot read a failed region's state");
@@ -93,7 +85,7 @@ impl StoreActor {
         };
         // The failed peer may have written a Ready nobody fsynced yet; the
         // new one reads it back as persisted and could acknowledge it.
-        if let Err(e) = self.engines.flush() {
+        if let Err(e) = self.env.engines.flush() {
             crate::storage::durable::flush_failed(&e);
         }
         match self.spawn_peer(region, false) {
@@ -117,14 +109,7 @@ impl StoreActor {
         meta: metapb::Peer,
         campaign: bool,
     ) -> Result<Addr<PeerActor>> {
-        let mut peer = Peer::new(
-            self.store_id,
-            self.deps.cfg.clone(),
-            self.engines.clone(),
-            self.snap_mgr.clone(),
-            region.clone(),
-            meta,
-        )?;
+        let mut peer = Peer::new(&self.env, region.clone(), meta)?;
         if campaign {
             peer.campaign()?;
         }
@@ -135,119 +120,25 @@ impl StoreActor {
     }
 
     /// Records both halves of a split applied by a peer here and starts the
-    /// new half's peer. An uninitialized peer of the new region (created by
-    /// a message from its leader before this store applied the split) stops
-    /// by itself once it sees the split's state on disk; its hard state
-    /// (a vote it cast) is kept and taken over by the new peer.
+    /// new half's peer (`store::on_split_applied` decides).
     fn on_region_split(&mut self, msg: RegionSplit) -> Result<()> {
-        self.meta.lock().set_region(msg.left);
-        let Some(right) = msg.right else {
-            return Ok(());
-        };
-        let existing = self.meta.lock().region(right.id).cloned();
-        if let Some(r) = existing {
-            if !r.peers.is_empty() {
-                warn!(
-                    region_id = right.id,
-                    "split's new region already runs here; not replaced"
-                );
-                return Ok(());
+        match crate::store::on_split_applied(&self.env, msg.left, msg.right) {
+            SplitStart::Nothing => {}
+            SplitStart::Start(right) => {
+                self.spawn_peer(right, msg.campaign)?;
             }
-            info!(
-                region_id = right.id,
-                "replacing the new region's uninitialized peer"
-            );
-            // Its last vote may not be durable yet and the new peer builds
-            // on it.
-            self.engines.flush()?;
+            SplitStart::FlushThenStart(right) => {
+                if let Err(e) = self.env.engines.flush() {
+                    crate::storage::durable::flush_failed(&e);
+                }
+                self.spawn_peer(right, msg.campaign)?;
+            }
         }
-        self.spawn_peer(right, msg.campaign)?;
         Ok(())
     }
 
-    /// Creates a peer for a message from a region this store has no peer
-    /// for: only for a leader's or candidate's first contact, only if the
-    /// region was not tombstoned here with a newer epoch, and only if its
-    /// range overlaps no region this store holds. The peer starts
-    /// uninitialized and is caught up by a snapshot; it joins the range map
-    /// only then.
-    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> Result<Option<Addr<PeerActor>>> {
-        let Some(to) = msg.to_peer.filter(|p| p.store_id == self.store_id) else {
-            return Ok(None);
-        };
-        if msg.is_tombstone || self.meta.lock().contains(msg.region_id) {
-            return Ok(None);
-        }
-        if !is_initial_message(msg) {
-            return Ok(None);
-        }
-        let state: Option<RegionLocalState> =
-            get_msg(&self.engines.kv, &keys::region_state_key(msg.region_id))?;
-        if let Some(state) = state {
-            let local = state.region.unwrap_or_default();
-            let stale = state.state != PeerState::Tombstone as i32
-                || msg.region_epoch.is_none_or(|e| {
-                    let tomb = crate::region::epoch(&local);
-                    e.conf_ver <= tomb.conf_ver || is_epoch_stale(&e, &tomb)
-                });
-            if stale {
-                debug!(
-                    region_id = msg.region_id,
-                    "message for a tombstoned peer; dropped"
-                );
-                return Ok(None);
-            }
-        }
-        let overlapped = self
-            .meta
-            .lock()
-            .overlapping(&msg.start_key, &msg.end_key, msg.region_id);
-        if !overlapped.is_empty() {
-            // This store has not applied a split (or a removal) that the
-            // sender's region comes from; once it has, the sender's next
-            // message creates the peer.
-            debug!(
-                region_id = msg.region_id,
-                ?overlapped,
-                "new peer would overlap a region here; refused"
-            );
-            return Ok(None);
-        }
-        let region = Region {
-            id: msg.region_id,
-            ..Default::default()
-        };
-        info!(
-            region_id = msg.region_id,
-            peer_id = to.id,
-            "creating peer from a message"
-        );
-        crate::storage::PeerStorage::clear_stale_log(&self.engines, msg.region_id)?;
-        self.spawn(region, to, false).map(Some)
-    }
-
     fn load_regions(&mut self) -> Result<()> {
-        for state in self.engines.region_states()? {
-            let Some(region) = state.region else { continue };
-            if state.state != PeerState::Normal as i32 {
-                continue;
-            }
-            if find_peer(&region, self.store_id).is_none() {
-                // It applied its own removal and crashed before its tombstone:
-                // finish the destroy now.
-                warn!(
-                    region_id = region.id,
-                    "region without a peer here; destroying it"
-                );
-                let mut storage = crate::storage::PeerStorage::new(
-                    self.engines.clone(),
-                    self.snap_mgr.clone(),
-                    self.store_id,
-                    region.clone(),
-                )?;
-                storage.destroy(region)?;
-                continue;
-            }
+        for region in crate::store::regions_to_start(&self.env)? {
             self.spawn_peer(region, false)?;
         }
         info!(regions = self.meta.lock().len(), "store started");
@@ -259,7 +150,7 @@ impl StoreActor {
             store_id: self.store_id,
             region_count: self.meta.lock().len() as u32,
             leader_count: 0,
-            used_size: self.engines.db.size_on_disk().unwrap_or(0),
+            used_size: self.env.engines.db.size_on_disk().unwrap_or(0),
         };
         self.deps.scheduler.do_send(StoreHeartbeat(stats));
     }
@@ -295,7 +186,14 @@ impl Handler<StepRaft> for StoreActor {
             addr.do_send(StepRaft(msg));
             return;
         }
-        match self.maybe_create_peer(&msg) {
+        let created = crate::store::peer_to_create(&self.env, &msg).and_then(|to| {
+            let empty = Region {
+                id: msg.region_id,
+                ..Default::default()
+            };
+            to.map(|to| self.spawn(empty, to, false)).transpose()
+        });
+        match created {
             Ok(Some(addr)) => addr.do_send(StepRaft(msg)),
             Ok(None) => {}
             Err(e) => error!(region_id = msg.region_id, error = %e, "cannot create peer"),
@@ -399,6 +297,13 @@ pub fn start_store(sc: StoreContext) -> Router {
         let scheduler = SchedulerClientActor::new(sc.scheduler, router.clone()).start();
         let engines = sc.engines.clone();
         let split_checker = SyncArbiter::start(1, move || SplitCheckActor::new(engines.clone()));
+        let env = StoreEnv {
+            store_id: sc.store_id,
+            cfg: sc.cfg.clone(),
+            engines: sc.engines,
+            snap_mgr: sc.snap_mgr,
+            meta: SharedStoreMeta::default(),
+        };
         let deps = PeerDeps {
             cfg: sc.cfg,
             transport: sc.transport,
@@ -406,28 +311,10 @@ pub fn start_store(sc: StoreContext) -> Router {
             store: ctx.address(),
             scheduler,
             split_checker,
-            meta: SharedStoreMeta::default(),
         };
         let _ = tx.send(router.clone());
-        StoreActor::new(sc.store_id, sc.engines, sc.snap_mgr, router, deps)
+        StoreActor::new(env, router, deps)
     });
     rx.recv()
         .expect("StoreActor::create runs its closure before returning")
-}
-
-/// A leader's or candidate's first contact: the only messages that may create
-/// a peer (a heartbeat to a new member carries commit 0, since nothing is
-/// known to be replicated there).
-fn is_initial_message(msg: &RaftMessage) -> bool {
-    use protobuf::Message as _;
-    use raft::eraftpb::{Message, MessageType};
-    let t = msg.msg_type;
-    if t == MessageType::MsgRequestVote as i32 || t == MessageType::MsgRequestPreVote as i32 {
-        return true;
-    }
-    if t != MessageType::MsgHeartbeat as i32 {
-        return false;
-    }
-    let mut m = Message::default();
-    m.merge_from_bytes(&msg.message).is_ok() && m.commit == 0
 }

@@ -21,6 +21,7 @@ pub mod region;
 pub mod scheduler;
 pub mod server;
 pub mod storage;
+pub mod store;
 pub mod testkit;
 
 #[path = "../actors/mod.rs"]

@@ -202,65 +202,7 @@ impl Peer {
     }
 }
 
-/// What to do with a raft message, judged by the epochs of the two ends.
-pub enum MessageVerdict {
-    /// Step it into raft.
-    Step,
-    /// The sender was removed and never learned it: tell it to destroy itself.
-    ReplyTombstone(crate::proto::raft_serverpb::RaftMessage),
-    /// A newer member of the region says this peer is no longer one of them.
-    DestroySelf,
-    /// Stale or irrelevant: drop it.
-    Drop,
-}
-
 impl Peer {
-    /// Recognises messages from removed peers and tombstone notices, so a
-    /// peer that a removal never reached is garbage-collected.
-    pub fn judge_message(&self, msg: &crate::proto::raft_serverpb::RaftMessage) -> MessageVerdict {
-        use crate::region::{epoch, find_peer_by_id};
-        let ours = epoch(self.region());
-        let theirs = msg.region_epoch.unwrap_or_default();
-        if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
-            // Meant for another peer of this region on this store. A newer
-            // configuration placed a new peer here, so this one was removed
-            // without learning it: make way (the next message creates the
-            // new peer). Otherwise it is a stale message for an old peer.
-            return if !msg.is_tombstone && theirs.conf_ver > ours.conf_ver {
-                MessageVerdict::DestroySelf
-            } else {
-                MessageVerdict::Drop
-            };
-        }
-        if msg.is_tombstone {
-            // Only a sender that knows a newer membership may remove us.
-            return if theirs.conf_ver > ours.conf_ver {
-                MessageVerdict::DestroySelf
-            } else {
-                MessageVerdict::Drop
-            };
-        }
-        let Some(from) = msg.from_peer else {
-            return MessageVerdict::Drop;
-        };
-        let sender_is_member = find_peer_by_id(self.region(), from.id).is_some();
-        if self.is_initialized() && !sender_is_member && theirs.conf_ver < ours.conf_ver {
-            let region = self.region();
-            return MessageVerdict::ReplyTombstone(crate::proto::raft_serverpb::RaftMessage {
-                region_id: region.id,
-                from_peer: Some(self.meta),
-                to_peer: Some(from),
-                region_epoch: region.region_epoch,
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                is_tombstone: true,
-                message: vec![],
-                msg_type: 0,
-            });
-        }
-        MessageVerdict::Step
-    }
-
     /// Turns a scheduler operator into a command for this leader, or None if
     /// it is already done (operators are re-sent until the scheduler sees
     /// them done, so duplicates are normal).
@@ -309,23 +251,5 @@ impl Peer {
             requests: vec![],
             admin_request: Some(admin),
         })
-    }
-}
-
-impl Peer {
-    /// Refuses a MsgSnapshot whose file is missing, short or corrupt;
-    /// returns the region the snapshot holds.
-    pub fn check_snapshot_file(
-        &self,
-        msg: &crate::proto::raft_serverpb::RaftMessage,
-    ) -> Result<Region> {
-        let mut m = raft::eraftpb::Message::default();
-        m.merge_from_bytes(&msg.message)?;
-        let data =
-            crate::proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().data.as_ref())?;
-        let path = self.storage().snap_manager().path(&data.file_name)?;
-        crate::storage::snapshot::verify(&path, &data)?;
-        data.region
-            .ok_or_else(|| Error::Other("snapshot without a region".into()))
     }
 }

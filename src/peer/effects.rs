@@ -12,7 +12,10 @@
 //! 3. `replies` answer commands, in the order they were decided.
 //! 4. `region_changed`, then `splits` go to the store's range map (and a
 //!    split led here to the scheduler), then `heartbeat` and `split_check`.
-//! 5. `destroy` last: the peer applied its own removal (or was told it was
+//! 5. `tasks` (snapshot generation, log deletion) start, off the thread
+//!    that runs the peer; a generated snapshot comes back through
+//!    `Peer::on_snapshot_generated`.
+//! 6. `destroy` last: the peer applied its own removal (or was told it was
 //!    removed) and is to be destroyed once the rest has gone out.
 
 use crate::proto::metapb::Region;
@@ -21,6 +24,7 @@ use crate::proto::raft_serverpb::RaftMessage;
 use crate::proto::schedulerpb::RegionHeartbeatRequest;
 
 use super::{Callback, SplitApplied};
+use crate::storage::tasks::Task;
 
 /// The outputs of one input to a `Peer`, in execution order (module docs).
 #[derive(Default)]
@@ -43,8 +47,23 @@ pub struct Effects {
     pub heartbeat: Option<RegionHeartbeatRequest>,
     /// Ask the split checker to measure the region.
     pub split_check: bool,
-    /// Destroy this peer after executing the rest.
+    /// Background work to start (see `storage/tasks.rs`).
+    pub tasks: Vec<Task>,
+    /// Destroy this peer (`Peer::destroy`) after executing the rest.
     pub destroy: bool,
+    /// Stop this peer without touching its state: it was replaced by its
+    /// region's split (`Peer::superseded`). Nothing else is set.
+    pub stop: bool,
+}
+
+impl Effects {
+    /// Only `stop`.
+    pub fn stop() -> Effects {
+        Effects {
+            stop: true,
+            ..Default::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for Effects {
@@ -60,7 +79,9 @@ impl std::fmt::Debug for Effects {
             .field("splits", &self.splits.len())
             .field("heartbeat", &self.heartbeat.is_some())
             .field("split_check", &self.split_check)
+            .field("tasks", &self.tasks)
             .field("destroy", &self.destroy)
+            .field("stop", &self.stop)
             .finish()
     }
 }

@@ -9,6 +9,7 @@
 //! `ready` (the Ready loop), `apply` (committed entries out), `effects` (the
 //! one way out).
 
+mod admission;
 mod apply;
 mod conf_change;
 mod effects;
@@ -33,10 +34,10 @@ use crate::proto::metapb;
 use crate::proto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
 use crate::proto::raft_serverpb::RaftMessage;
 use crate::proto::schedulerpb::RegionHeartbeatRequest;
-use crate::storage::{Engines, PeerStorage, SnapManager};
+use crate::storage::PeerStorage;
+use crate::store::{SharedStoreMeta, StoreEnv};
 use crate::{PeerId, RegionId, StoreId};
 
-pub use conf_change::MessageVerdict;
 pub use effects::Effects;
 pub use split::SplitApplied;
 
@@ -67,6 +68,9 @@ pub struct Peer {
     meta: metapb::Peer,
     raft: RawNode<PeerStorage>,
     cfg: Arc<Config>,
+    /// The store's range map: snapshot admission and stale-epoch answers
+    /// consult it (`admission.rs`).
+    store_meta: SharedStoreMeta,
     /// Proposals in index order; answered when applied or found stale.
     proposals: VecDeque<Proposal>,
     /// Every peer this replica has heard of, to address raft-rs messages.
@@ -105,15 +109,39 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(
-        store_id: StoreId,
-        cfg: Arc<Config>,
-        engines: Engines,
-        snap_mgr: SnapManager,
+    /// The replica `meta` of `region` on the store of `env`, from what the
+    /// store's engines hold for it.
+    pub fn new(env: &StoreEnv, region: metapb::Region, meta: metapb::Peer) -> Result<Peer> {
+        Peer::build(env, region, meta, None)
+    }
+
+    /// [`Peer::new`] with a fixed election timeout of `election_ticks`
+    /// instead of one drawn anew from `[election, 2 * election)` ticks at
+    /// every election. raft-rs draws it from an unseeded thread RNG, so a
+    /// simulator that must replay a run from its seed fixes each peer's
+    /// timeout itself (drawn from its seed, one per peer).
+    pub fn with_election_ticks(
+        env: &StoreEnv,
         region: metapb::Region,
         meta: metapb::Peer,
+        election_ticks: usize,
     ) -> Result<Peer> {
-        let storage = PeerStorage::new(engines, snap_mgr, store_id, region.clone())?;
+        Peer::build(env, region, meta, Some(election_ticks))
+    }
+
+    fn build(
+        env: &StoreEnv,
+        region: metapb::Region,
+        meta: metapb::Peer,
+        election_ticks: Option<usize>,
+    ) -> Result<Peer> {
+        let (store_id, cfg) = (env.store_id, env.cfg.clone());
+        let storage = PeerStorage::new(
+            env.engines.clone(),
+            env.snap_mgr.clone(),
+            store_id,
+            region.clone(),
+        )?;
         let raft_cfg = raft::Config {
             id: meta.id,
             election_tick: cfg.raft_election_timeout_ticks,
@@ -123,6 +151,9 @@ impl Peer {
             max_inflight_msgs: cfg.raft_max_inflight_msgs,
             check_quorum: cfg.raft_check_quorum,
             pre_vote: cfg.raft_pre_vote,
+            // raft-rs draws from [min, max): one value only.
+            min_election_tick: election_ticks.unwrap_or(0),
+            max_election_tick: election_ticks.map_or(0, |t| t + 1),
             ..Default::default()
         };
         raft_cfg.validate()?;
@@ -133,6 +164,7 @@ impl Peer {
             meta,
             raft,
             cfg,
+            store_meta: env.meta.clone(),
             proposals: VecDeque::new(),
             peer_cache,
             unpersisted: VecDeque::new(),
@@ -230,25 +262,13 @@ impl Peer {
         if self.pending_remove {
             self.effects.destroy = true;
         }
+        self.effects.tasks.extend(self.raft.store().take_tasks());
         std::mem::take(&mut self.effects)
     }
 
     /// Answers one command (sent when the effects are executed).
     pub(crate) fn reply(&mut self, cb: Callback, resp: RaftCmdResponse) {
         self.effects.replies.push((cb, resp));
-    }
-
-    /// Steps a message from another replica into raft. The messages and
-    /// state it causes come out of the next `handle_ready`.
-    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<Effects> {
-        if let Some(from) = msg.from_peer {
-            self.peer_cache.insert(from.id, from);
-        }
-        let mut m = eraftpb::Message::default();
-        m.merge_from_bytes(&msg.message)?;
-        self.observe_for_leave(&m);
-        self.raft.step(m)?;
-        Ok(self.take_effects())
     }
 
     /// The transport's report on a snapshot sent to `to`: raft retries a
@@ -260,6 +280,13 @@ impl Peer {
             raft::SnapshotStatus::Failure
         };
         self.raft.report_snapshot(to, status);
+        self.take_effects()
+    }
+
+    /// The result of the `Task::GenerateSnapshot` this peer handed out:
+    /// raft picks it up the next time it needs a snapshot for a follower.
+    pub fn on_snapshot_generated(&mut self, result: Result<raft::eraftpb::Snapshot>) -> Effects {
+        self.raft.store().on_snapshot_generated(result);
         self.take_effects()
     }
 
@@ -284,13 +311,6 @@ impl Peer {
         self.raft.has_ready() || self.has_reads_to_flush() || self.pending_remove
     }
 
-    /// Deletes this peer's log, states and data, leaving a tombstone with
-    /// the last region. The caller then stops the peer.
-    pub fn destroy_state(&mut self) -> Result<()> {
-        let region = self.region().clone();
-        self.raft.mut_store().destroy(region)
-    }
-
     /// Whether raft holds a snapshot it has accepted but not yet installed.
     pub fn has_pending_snapshot(&self) -> bool {
         self.raft.raft.raft_log.unstable_snapshot().is_some()
@@ -299,6 +319,9 @@ impl Peer {
     /// One base tick: drives raft's clocks and the periodic duties of a
     /// leader (log GC, split check, region heartbeat).
     pub fn on_tick(&mut self) -> Effects {
+        if self.superseded() {
+            return Effects::stop();
+        }
         self.ticks += 1;
         self.raft.tick();
         self.resend_campaign();

@@ -96,6 +96,7 @@ impl Peer {
             return;
         }
         if let Err(e) = self.check_command(&req) {
+            let e = self.with_right_sibling(e);
             self.reply(cb, error_response(e));
             return;
         }
@@ -123,6 +124,26 @@ impl Peer {
                 self.proposals.insert(at, Proposal { index, term, cb })
             }
             Err(e) => self.reply(cb, error_response(e)),
+        }
+    }
+
+    /// A client behind a split learns both halves held here at once: the
+    /// region split off this one's right, if this store holds it, joins
+    /// an EpochNotMatch.
+    fn with_right_sibling(&self, e: Error) -> Error {
+        let Error::EpochNotMatch {
+            message,
+            mut current_regions,
+        } = e
+        else {
+            return e;
+        };
+        if let Some(right) = self.store_meta.lock().right_sibling(self.region()) {
+            current_regions.push(right.clone());
+        }
+        Error::EpochNotMatch {
+            message,
+            current_regions,
         }
     }
 

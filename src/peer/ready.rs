@@ -14,6 +14,9 @@ impl Peer {
     /// Handles one Ready if raft has one. On an error the peer cannot go
     /// on: the caller stops it and the store restarts it from disk.
     pub fn handle_ready(&mut self) -> Result<Effects> {
+        if self.superseded() {
+            return Ok(Effects::stop());
+        }
         self.flush_reads();
         if self.pending_remove || !self.raft.has_ready() {
             return Ok(self.take_effects());

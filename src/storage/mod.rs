@@ -6,6 +6,7 @@ pub mod engine;
 pub mod peer_storage;
 pub mod sessions;
 pub mod snapshot;
+pub mod tasks;
 
 pub use engine::Engines;
 pub use peer_storage::PeerStorage;

@@ -10,7 +10,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::mpsc;
 
 use prost::Message as _;
 use protobuf::Message as _;
@@ -26,14 +25,18 @@ use crate::proto::raft_serverpb::{
 };
 use crate::storage::engine::{delete_data_range, get_msg, Engines};
 use crate::storage::snapshot::{self, SnapManager};
+use crate::storage::tasks::{LogDeletion, SnapshotTask, Task};
 use crate::storage::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 use crate::{PeerId, RegionId, StoreId};
 
 /// Where snapshot generation for this region stands.
 enum SnapState {
     Idle,
-    /// A generator thread is writing the file; its result arrives here.
-    Generating(mpsc::Receiver<Result<Snapshot>>),
+    /// A `Task::GenerateSnapshot` is out; its result comes back through
+    /// [`PeerStorage::on_snapshot_generated`].
+    Generating,
+    /// The generator's result, for raft's next `snapshot()` call.
+    Generated(Result<Snapshot>),
 }
 
 /// What applying a received snapshot changed, for the peer to act on.
@@ -59,10 +62,10 @@ pub struct PeerStorage {
     /// conf_ver right after each peer was last added, as applied here: a
     /// snapshot for that peer must be at least that recent.
     peer_added_at: HashMap<PeerId, u64>,
+    /// Background work asked for since the peer last collected it (raft
+    /// calls `snapshot()` through `&self`, hence the cell).
+    tasks: RefCell<Vec<Task>>,
 }
-
-/// Compacted log entries deleted per sled batch.
-const GC_BATCH: u64 = 128;
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
@@ -179,6 +182,7 @@ impl PeerStorage {
             snap_state: RefCell::new(SnapState::Idle),
             last_snapshot: RefCell::new(None),
             peer_added_at: HashMap::new(),
+            tasks: RefCell::new(Vec::new()),
         };
         storage.delete_compacted_leftovers()?;
         Ok(storage)
@@ -355,40 +359,32 @@ impl PeerStorage {
         })
     }
 
-    /// Deletes log entries `from..=compact_index` (in batches of
-    /// `GC_BATCH`), after the apply state
-    /// recording the truncation has been written. The deletion runs on a
-    /// thread of its own: thousands of deletes in one sled batch stalled the
-    /// store's thread for a hundred milliseconds and more (the put
-    /// benchmark's p99.9). Nothing reads below the first index any more, and
-    /// every later entry of the region has a higher index, so the deletion
-    /// may finish whenever it does; entries a crash leaves behind are
-    /// deleted when the peer starts again ([`PeerStorage::new`]).
+    /// Asks for log entries `from..=compact_index` to be deleted, after
+    /// the apply state recording the truncation has been written. The
+    /// deletion is a [`Task`]: thousands of deletes stalled the store's
+    /// thread for a hundred milliseconds and more (the put benchmark's
+    /// p99.9) when they ran inline.
     pub fn compact_log_to(&mut self, from: u64, compact_index: u64) -> Result<()> {
         if from > compact_index {
             return Ok(());
         }
-        let (raft, region_id) = (self.engines.raft.clone(), self.region.id);
-        std::thread::Builder::new()
-            .name("raftlog-gc".into())
-            .spawn(move || {
-                // Small batches: sled applies every batch of the process
-                // under one lock, and a long one stalls every store's writes.
-                let mut idx = from;
-                while idx <= compact_index {
-                    let end = compact_index.min(idx + GC_BATCH - 1);
-                    let mut wb = sled::Batch::default();
-                    for i in idx..=end {
-                        wb.remove(keys::raft_log_key(region_id, i));
-                    }
-                    if let Err(e) = raft.apply_batch(wb) {
-                        tracing::warn!(region_id, error = %e, "compacted log entries not deleted");
-                        return;
-                    }
-                    idx = end + 1;
-                }
-            })?;
+        self.tasks.borrow_mut().push(Task::DeleteLog(LogDeletion {
+            raft: self.engines.raft.clone(),
+            region_id: self.region.id,
+            from,
+            to: compact_index,
+        }));
         Ok(())
+    }
+
+    /// The background work asked for since the last call.
+    pub fn take_tasks(&self) -> Vec<Task> {
+        std::mem::take(&mut *self.tasks.borrow_mut())
+    }
+
+    /// The result of a `Task::GenerateSnapshot`, for raft's next try.
+    pub fn on_snapshot_generated(&self, result: Result<Snapshot>) {
+        *self.snap_state.borrow_mut() = SnapState::Generated(result);
     }
 
     /// Deletes log entries below the first index that a compaction cut
@@ -475,38 +471,23 @@ impl PeerStorage {
         Ok(e)
     }
 
-    /// Starts generating a snapshot on a thread of its own.
+    /// Asks for a snapshot at the applied index (a [`Task`]).
     fn start_generating(&self) -> raft::Result<()> {
         let term = self.term_of_applied()?;
-        let (tx, rx) = mpsc::channel();
-        let engines = self.engines.clone();
-        let mgr = self.snap_mgr.clone();
-        let store_id = self.store_id;
-        let region = self.region.clone();
-        let apply_state = self.apply_state;
-        // The data is read by the generator while this peer keeps applying,
-        // so it may already hold some later writes; re-applying the entries
-        // after the snapshot's index converges to the same state. The
-        // sessions must be exact instead (a session ahead of the snapshot's
-        // index would make a replica skip a write it never got): they are
-        // read here, at the applied index.
-        let sessions = crate::storage::sessions::load_sessions(&self.engines.kv, region.id)
+        let sessions = crate::storage::sessions::load_sessions(&self.engines.kv, self.region.id)
             .map_err(|e| storage_err(e.to_string()))?;
-        std::thread::Builder::new()
-            .name(format!("snap-gen-{}", region.id))
-            .spawn(move || {
-                let _ = tx.send(snapshot::generate(
-                    &engines,
-                    &mgr,
-                    store_id,
-                    region,
-                    apply_state,
-                    sessions,
-                    term,
-                ));
-            })
-            .map_err(storage_err)?;
-        *self.snap_state.borrow_mut() = SnapState::Generating(rx);
+        self.tasks
+            .borrow_mut()
+            .push(Task::GenerateSnapshot(Box::new(SnapshotTask {
+                engines: self.engines.clone(),
+                mgr: self.snap_mgr.clone(),
+                store_id: self.store_id,
+                region: self.region.clone(),
+                apply_state: self.apply_state,
+                sessions,
+                term,
+            })));
+        *self.snap_state.borrow_mut() = SnapState::Generating;
         Ok(())
     }
 
@@ -637,21 +618,16 @@ impl raft::Storage for PeerStorage {
                 return Ok(s.clone());
             }
         }
-        let mut ready = None;
-        if let SnapState::Generating(rx) = &*self.snap_state.borrow() {
-            match rx.try_recv() {
-                Ok(res) => ready = Some(res),
-                Err(mpsc::TryRecvError::Empty) => {
-                    return Err(raft::Error::Store(
-                        StorageError::SnapshotTemporarilyUnavailable,
-                    ))
-                }
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    ready = Some(Err(Error::Other("snapshot generator died".into())))
-                }
+        let ready = match self.snap_state.replace(SnapState::Idle) {
+            SnapState::Generating => {
+                *self.snap_state.borrow_mut() = SnapState::Generating;
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ));
             }
-        }
-        *self.snap_state.borrow_mut() = SnapState::Idle;
+            SnapState::Generated(res) => Some(res),
+            SnapState::Idle => None,
+        };
         match ready {
             Some(Ok(s)) if self.snapshot_usable(&s, request_index, to) => {
                 *self.last_snapshot.borrow_mut() = Some(s.clone());

@@ -1,0 +1,201 @@
+//! What a peer does with a raft message from another replica, decided in
+//! one place: who may speak to it (the epochs of the two ends), whether a
+//! snapshot may be taken here (its file, and the store's range map), and
+//! when the peer itself is to go (removed, or replaced by its region's
+//! split). TinyKV's `onRaftMsg` and raftstore-v2's `on_raft_message` have
+//! the same shape.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{self, MessageType};
+use tracing::debug;
+
+use super::{Effects, Peer};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::proto::metapb::Region;
+use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState, SnapshotData};
+use crate::region::{epoch, find_peer_by_id};
+use crate::storage::engine::get_msg;
+
+/// What to do with a raft message, judged by the epochs of the two ends.
+enum Verdict {
+    /// Step it into raft.
+    Step,
+    /// The sender was removed and never learned it: tell it to destroy itself.
+    ReplyTombstone(RaftMessage),
+    /// A newer member of the region says this peer is no longer one of them.
+    DestroySelf,
+    /// Stale or irrelevant: drop it.
+    Drop,
+}
+
+impl Peer {
+    /// A message from another replica (or a tombstone notice about this
+    /// one). Whatever it causes in raft comes out of the next
+    /// `handle_ready`; a message refused here is dropped (raft resends).
+    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Effects {
+        if self.superseded() {
+            return Effects::stop();
+        }
+        match self.judge(&msg) {
+            Verdict::Step => {
+                if let Err(e) = self.step(msg) {
+                    debug!(error = %e, "raft message not stepped");
+                }
+            }
+            Verdict::ReplyTombstone(reply) => {
+                debug!(to = ?reply.to_peer, "message from a removed peer; telling it");
+                self.effects.messages.push(reply);
+            }
+            Verdict::DestroySelf => {
+                tracing::info!("told by a newer member that this peer was removed");
+                self.pending_remove = true;
+            }
+            Verdict::Drop => {}
+        }
+        self.take_effects()
+    }
+
+    fn step(&mut self, msg: RaftMessage) -> Result<()> {
+        let is_snapshot = msg.msg_type == MessageType::MsgSnapshot as i32;
+        if is_snapshot {
+            self.admit_snapshot(&msg)?;
+        }
+        if let Some(from) = msg.from_peer {
+            self.peer_cache.insert(from.id, from);
+        }
+        let mut m = eraftpb::Message::default();
+        let stepped = m
+            .merge_from_bytes(&msg.message)
+            .map_err(Error::from)
+            .and_then(|_| {
+                self.observe_for_leave(&m);
+                self.raft.step(m).map_err(Error::from)
+            });
+        if is_snapshot && !self.has_pending_snapshot() {
+            // Raft did not take it (stale): release the range.
+            self.store_meta.lock().cancel_snapshot(self.region_id());
+        }
+        stepped
+    }
+
+    /// An uninitialized peer whose region was meanwhile created on this
+    /// store by a split (its region state is on disk) has been replaced by
+    /// the split's peer: it must stop without touching the region's state.
+    pub fn superseded(&self) -> bool {
+        if self.is_initialized() {
+            return false;
+        }
+        let kv = &self.storage().engines.kv;
+        let state: Option<RegionLocalState> =
+            get_msg(kv, &keys::region_state_key(self.region_id())).unwrap_or(None);
+        let replaced = state.is_some_and(|s| s.state == PeerState::Normal as i32);
+        if replaced {
+            tracing::info!("uninitialized peer replaced by its region's split; stopping");
+        }
+        replaced
+    }
+
+    /// Recognises messages from removed peers and tombstone notices, so a
+    /// peer that a removal never reached is garbage-collected.
+    fn judge(&self, msg: &RaftMessage) -> Verdict {
+        let ours = epoch(self.region());
+        let theirs = msg.region_epoch.unwrap_or_default();
+        if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
+            // Meant for another peer of this region on this store. A newer
+            // configuration placed a new peer here, so this one was removed
+            // without learning it: make way (the next message creates the
+            // new peer). Otherwise it is a stale message for an old peer.
+            return if !msg.is_tombstone && theirs.conf_ver > ours.conf_ver {
+                Verdict::DestroySelf
+            } else {
+                Verdict::Drop
+            };
+        }
+        if msg.is_tombstone {
+            // Only a sender that knows a newer membership may remove us.
+            return if theirs.conf_ver > ours.conf_ver {
+                Verdict::DestroySelf
+            } else {
+                Verdict::Drop
+            };
+        }
+        let Some(from) = msg.from_peer else {
+            return Verdict::Drop;
+        };
+        let sender_is_member = find_peer_by_id(self.region(), from.id).is_some();
+        if self.is_initialized() && !sender_is_member && theirs.conf_ver < ours.conf_ver {
+            let region = self.region();
+            return Verdict::ReplyTombstone(RaftMessage {
+                region_id: region.id,
+                from_peer: Some(self.meta),
+                to_peer: Some(from),
+                region_epoch: region.region_epoch,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                is_tombstone: true,
+                message: vec![],
+                msg_type: 0,
+            });
+        }
+        Verdict::Step
+    }
+
+    /// Refuses a snapshot this store cannot take: a missing or corrupt
+    /// file, or a range that another region here still holds or has
+    /// reserved (the store has not applied a split, or a removal, that the
+    /// sender already has; the leader retries later). On success the range
+    /// is reserved until the store records the applied snapshot.
+    fn admit_snapshot(&self, msg: &RaftMessage) -> Result<()> {
+        let snap_region = self.check_snapshot_file(msg)?;
+        let region_id = self.region_id();
+        if snap_region.id != region_id {
+            return Err(Error::Other(format!(
+                "snapshot of region {} sent to region {region_id}",
+                snap_region.id
+            )));
+        }
+        let mut meta = self.store_meta.lock();
+        let overlapped = meta.overlapping(&snap_region.start_key, &snap_region.end_key, region_id);
+        if !overlapped.is_empty() {
+            return Err(Error::Other(format!(
+                "snapshot range overlaps regions {overlapped:?} on this store"
+            )));
+        }
+        meta.reserve_snapshot(snap_region);
+        Ok(())
+    }
+
+    /// Refuses a MsgSnapshot whose file is missing, short or corrupt;
+    /// returns the region the snapshot holds.
+    fn check_snapshot_file(&self, msg: &RaftMessage) -> Result<Region> {
+        let mut m = eraftpb::Message::default();
+        m.merge_from_bytes(&msg.message)?;
+        let data = SnapshotData::decode(m.get_snapshot().data.as_ref())?;
+        let path = self.storage().snap_manager().path(&data.file_name)?;
+        crate::storage::snapshot::verify(&path, &data)?;
+        data.region
+            .ok_or_else(|| Error::Other("snapshot without a region".into()))
+    }
+
+    /// The end of this peer: deletes its log, states and data (leaving a
+    /// tombstone with the last region) and answers what it had in flight.
+    /// A peer replaced by its region's split only stops: the state on disk
+    /// is the new peer's. On an error nothing is answered; the caller stops
+    /// the peer as failed.
+    pub fn destroy(&mut self) -> Result<Effects> {
+        if self.superseded() {
+            return Ok(Effects::stop());
+        }
+        let region = self.region().clone();
+        self.raft.mut_store().destroy(region)?;
+        // Commands in flight may be committed by the remaining peers.
+        let mut effects = self.fail_all_proposals(|| {
+            Error::Undetermined("the peer was destroyed with the command in flight".into())
+        });
+        effects.destroy = false;
+        tracing::info!("peer destroyed");
+        Ok(effects)
+    }
+}

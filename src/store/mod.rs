@@ -1,0 +1,29 @@
+//! The store-level decisions, pure like `Peer`: which peers a store runs
+//! when it starts, which message may create a peer, what a split applied
+//! here starts, over the store's range map (`meta.rs`). `StoreActor` and
+//! the simulator both carry them out; neither decides them.
+
+pub mod admission;
+pub mod meta;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::storage::{Engines, SnapManager};
+use crate::StoreId;
+
+pub use admission::{on_split_applied, peer_to_create, regions_to_start, SplitStart};
+pub use meta::{SharedStoreMeta, StoreMeta};
+
+/// What every peer of one store shares: who the store is, how it is
+/// configured, where its data lives, and its range map.
+#[derive(Clone)]
+pub struct StoreEnv {
+    pub store_id: StoreId,
+    pub cfg: Arc<Config>,
+    pub engines: Engines,
+    pub snap_mgr: SnapManager,
+    /// Written by the store's supervisor only; peers read it and reserve
+    /// snapshot ranges in it.
+    pub meta: SharedStoreMeta,
+}
