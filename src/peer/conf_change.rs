@@ -143,7 +143,16 @@ impl Peer {
             region: Some(region.clone()),
         };
         wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
-        if let Err(e) = self.raft.apply_conf_change(&cc) {
+        let removes_leader =
+            change == ConfChangeType::RemoveNode && target.id == self.meta.id && self.is_leader();
+        // A leader that applies its own removal keeps raft's configuration
+        // as it was while it stays (`leave.rs`): raft-rs drops a removed
+        // peer's own progress, and a leader without one panics the next time
+        // its commit could advance (on an append response, or when entries
+        // it appended are persisted). Found by the simulator.
+        if removes_leader {
+            info!("own removal applied while leading; raft keeps the old configuration until this peer leaves");
+        } else if let Err(e) = self.raft.apply_conf_change(&cc) {
             // The region meta and raft's configuration would disagree.
             panic!(
                 "region {} peer {}: raft refused committed conf change {cc:?}: {e}",

@@ -91,7 +91,16 @@ impl Peer {
         let done = match m.get_msg_type() {
             MessageType::MsgHeartbeatResponse if m.context.as_ref() == LEAVE_CONTEXT => {
                 l.informed.insert(m.from);
-                let voters: Vec<u64> = self.raft.raft.prs().conf().voters().ids().iter().collect();
+                // The remaining voters: the region as applied (raft's own
+                // configuration still lists this peer, see `conf_change.rs`).
+                let voters: Vec<u64> = self
+                    .raft
+                    .store()
+                    .region
+                    .peers
+                    .iter()
+                    .map(|p| p.id)
+                    .collect();
                 let informed = voters.iter().filter(|id| l.informed.contains(id)).count();
                 informed * 2 > voters.len()
             }

@@ -86,12 +86,24 @@ impl Peer {
     }
 
     fn propose_in_session(&mut self, req: RaftCmdRequest, session: Option<Session>, cb: Callback) {
-        if super::read::is_read_only(&req) && self.is_leader() && self.check_command(&req).is_ok() {
+        let serves_reads = self.is_leader() && !self.is_leaving();
+        if super::read::is_read_only(&req) && serves_reads && self.check_command(&req).is_ok() {
             self.propose_read(req, cb);
             return;
         }
         if !self.is_leader() {
             let e = self.not_leader();
+            self.reply(cb, error_response(e));
+            return;
+        }
+        if self.is_leaving() {
+            // A removed leader applies nothing more: a command it took would
+            // never be answered. Refused before proposing, so definitely not
+            // applied; no hint, the client asks the scheduler.
+            let e = Error::NotLeader {
+                region_id: self.region_id(),
+                leader: None,
+            };
             self.reply(cb, error_response(e));
             return;
         }
