@@ -176,7 +176,7 @@ fn run_checked(seed: u64) -> Report {
 }
 
 /// The fixed seeds CI runs: every fault profile, 3 and 5 stores.
-const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=12;
+const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=16;
 
 #[test]
 fn sim_fixed_seeds() {

@@ -38,7 +38,7 @@ pub fn act(w: &mut World) {
         match c {
             0 => {
                 let s = w.rng.gen_range(1..=w.stores.len() as u64);
-                w.arm_crash(s);
+                w.crash(s);
             }
             1 => {
                 let n = w.stores.len() as u64;
@@ -55,7 +55,7 @@ pub fn act(w: &mut World) {
             _ => {
                 // A power cut: every store loses what it had not flushed.
                 for s in 1..=w.stores.len() as u64 {
-                    w.arm_crash(s);
+                    w.crash(s);
                 }
             }
         }

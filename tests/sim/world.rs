@@ -6,10 +6,10 @@
 //! Durability model: a store's writes reach sled at once (as in the real
 //! store) but count as durable only at a flush point (the writer's batch
 //! completing, or the store's own forced flush before a split replaces an
-//! uninitialized peer). A crash keeps exactly what the last flush point
-//! held: when a crash is armed, the next flush point copies both trees (the
-//! "image"), further flushes are held back, and the crash comes a moment
-//! later; the store restarts from the image, losing every write after it.
+//! uninitialized peer). Every flush point copies both trees (the "image",
+//! a few hundred keys); a crash, at any instant, throws the database away
+//! and restarts the store from its last image, losing every write after
+//! it, as a power cut does on a disk that drops unsynced writes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -70,7 +70,6 @@ pub enum Event {
         peer_id: PeerId,
         task: Box<SnapshotTask>,
     },
-    Crash(StoreId),
     Restart(StoreId),
     Heal,
     Nemesis,
@@ -87,7 +86,6 @@ impl Event {
             Event::Tick(s) => (2, *s, 0),
             Event::FlushDone { store, .. } => (3, *store, 0),
             Event::SnapshotGenerated { store, region, .. } => (4, *store, *region),
-            Event::Crash(s) => (5, *s, 0),
             Event::Restart(s) => (6, *s, 0),
             Event::Heal => (7, 0, 0),
             Event::Nemesis => (8, 0, 0),
@@ -131,16 +129,14 @@ pub struct Store {
     root: PathBuf,
     pub incarnation: u64,
     pub up: Option<Running>,
-    crash_armed: bool,
-    image: Option<Image>,
+    /// Both trees as of the last flush point: all a crash keeps.
+    image: Image,
 }
 
 /// What happened in a run, to judge how hard it tested.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub crashes: u64,
-    /// Crashes that came just after a flush point, with writes after it.
-    pub crashes_after_flush: u64,
     /// Ready writes a crash lost (asked to persist, never flushed).
     pub lost_readies: u64,
     pub snapshots_sent: u64,
@@ -241,13 +237,13 @@ impl World {
                 root,
                 incarnation: 0,
                 up: None,
-                crash_armed: false,
-                image: None,
+                image: Default::default(),
             });
             let env = w.open_env(id, None);
             tessel::storage::peer_storage::write_initial_states(&env.engines, &region)
                 .expect("bootstrap");
             w.start_store(id, env);
+            w.flush_point(id);
             let phase = w.rng.gen_range(0..TICK);
             w.queue.push(phase, Event::Tick(id));
         }
@@ -383,7 +379,6 @@ impl World {
                     }
                 }
             }
-            Event::Crash(s) => self.crash(s),
             Event::Restart(s) => self.restart(s),
             Event::Heal => self.partition = None,
             Event::Nemesis => super::nemesis::act(self),
@@ -636,13 +631,9 @@ impl World {
         self.feed(to, region, |p| p.on_raft_message(msg));
     }
 
-    /// A flush point: every write so far is durable. With a crash armed,
-    /// the image is taken here and the crash follows soon.
+    /// A flush point: every write so far is durable.
     fn flush_point(&mut self, store: StoreId) {
         let st = self.store(store);
-        if !st.crash_armed {
-            return;
-        }
         let up = st.up.as_ref().expect("up");
         let dump = |t: &sled::Tree| -> Vec<(Vec<u8>, Vec<u8>)> {
             t.iter()
@@ -652,24 +643,12 @@ impl World {
                 })
                 .collect()
         };
-        let image = (dump(&up.env.engines.kv), dump(&up.env.engines.raft));
-        let first = st.image.is_none();
-        st.image = Some(image);
-        if first {
-            // Long enough for the store to go on writing (and leading)
-            // past what will survive.
-            let d = self.rng.gen_range(0..20 * MS);
-            self.schedule(d, Event::Crash(store));
-        }
+        st.image = (dump(&up.env.engines.kv), dump(&up.env.engines.raft));
     }
 
     fn flush_done(&mut self, store: StoreId, incarnation: u64) {
         let st = self.store(store);
         if st.incarnation != incarnation || st.up.is_none() {
-            return;
-        }
-        if st.image.is_some() {
-            // The crash is coming: this flush never completes.
             return;
         }
         self.flush_point(store);
@@ -684,48 +663,25 @@ impl World {
         }
     }
 
-    /// Arms a crash of `store`: it happens just after its next flush point
-    /// (or at once, after a flush of everything, if none comes soon).
-    pub fn arm_crash(&mut self, store: StoreId) {
-        let st = self.store(store);
-        if st.up.is_none() || st.crash_armed {
+    /// Crashes `store` now: everything after its last flush point is lost.
+    pub fn crash(&mut self, store: StoreId) {
+        let Some(up) = self.store(store).up.take() else {
             return;
-        }
-        st.crash_armed = true;
-        self.schedule(2 * SEC, Event::Crash(store));
-    }
-
-    fn crash(&mut self, store: StoreId) {
-        let st = self.store(store);
-        if st.up.is_none() || !st.crash_armed {
-            return;
-        }
-        let fallback = st.image.is_none();
-        if fallback {
-            // No flush point came: crash right after one of everything.
-            self.flush_point(store);
-        }
-        self.stats.crashes_after_flush += !fallback as u64;
+        };
         self.stats.crashes += 1;
-        let lost = self
-            .store(store)
-            .up
-            .as_ref()
-            .map_or(0, |u| u.persist.len() as u64);
-        self.stats.lost_readies += lost;
-        let st = self.store(store);
-        st.crash_armed = false;
+        self.stats.lost_readies += up.persist.len() as u64;
         // Dropping the peers drops their callbacks: clients see the
         // commands in flight as undetermined.
-        st.up = None;
+        drop(up);
         let d = self.rng.gen_range(200 * MS..2 * SEC);
         self.schedule(d, Event::Restart(store));
     }
 
     fn restart(&mut self, store: StoreId) {
-        let Some(image) = self.store(store).image.take() else {
+        if self.store(store).up.is_some() {
             return;
-        };
+        }
+        let image = self.store(store).image.clone();
         let env = self.open_env(store, Some(image));
         self.start_store(store, env);
         let regions: Vec<RegionId> = self
@@ -754,7 +710,7 @@ impl World {
     }
 
     pub fn is_crashing(&self) -> bool {
-        self.stores.iter().any(|s| s.up.is_none() || s.crash_armed)
+        self.stores.iter().any(|s| s.up.is_none())
     }
 
     /// Ends every fault: the network heals, and stores stay up.
