@@ -1,3 +1,5 @@
+//! The smoke scenario: put, get and delete on three stores.
+
 use tessel::testkit::Cluster;
 use tessel::Config;
 

@@ -1,3 +1,6 @@
+//! The scenarios of SCENARIOS.md, one file per family, each over the
+//! public test kit.
+
 mod ambiguous;
 mod basic;
 mod conf_change;
