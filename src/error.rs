@@ -106,3 +106,16 @@ impl Error {
         e
     }
 }
+
+/// Whether a region error says the command was definitely not applied
+/// (refused before it was proposed, or its entry was replaced), so a client
+/// may retry it without a session. Any other error, `Undetermined` above
+/// all, leaves the outcome unknown.
+pub fn is_definite(e: &errorpb::Error) -> bool {
+    e.not_leader.is_some()
+        || e.epoch_not_match.is_some()
+        || e.key_not_in_region.is_some()
+        || e.region_not_found.is_some()
+        || e.stale_command.is_some()
+        || e.server_is_busy.is_some()
+}

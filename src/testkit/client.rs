@@ -170,13 +170,7 @@ impl Cluster {
                 self.inner.leaders.lock().remove(&region.id);
             }
         }
-        let definite = err.not_leader.is_some()
-            || err.epoch_not_match.is_some()
-            || err.key_not_in_region.is_some()
-            || err.region_not_found.is_some()
-            || err.stale_command.is_some()
-            || err.server_is_busy.is_some();
-        if definite {
+        if crate::error::is_definite(&err) {
             OnceOutcome::Failed(err.message)
         } else {
             OnceOutcome::Unknown(err.message)

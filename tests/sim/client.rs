@@ -236,13 +236,7 @@ impl Clients {
                 self.finish(w, c, outcome);
                 continue;
             };
-            let definite = err.not_leader.is_some()
-                || err.epoch_not_match.is_some()
-                || err.key_not_in_region.is_some()
-                || err.region_not_found.is_some()
-                || err.stale_command.is_some()
-                || err.server_is_busy.is_some();
-            if !definite {
+            if !tessel::error::is_definite(&err) {
                 self.finish(w, c, Outcome::Unknown);
                 continue;
             }
