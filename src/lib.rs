@@ -6,11 +6,8 @@
 //! scheduler's logic) and the product shell; `actors/` holds the actors that
 //! carry out what the pure parts decide.
 
-pub mod bench;
-pub mod bench_net;
 pub mod client;
 pub mod config;
-pub mod ctl;
 pub mod error;
 pub mod keys;
 pub mod logging;

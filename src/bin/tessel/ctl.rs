@@ -12,9 +12,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::client::Client;
-use crate::proto::metapb::{Peer, Region};
-use crate::proto::schedulerpb::{GetRegionResponse, GetStoreResponse, Operator, OperatorKind};
+use tessel::client::Client;
+use tessel::proto::metapb::{Peer, Region};
+use tessel::proto::schedulerpb::{GetRegionResponse, GetStoreResponse, Operator, OperatorKind};
 
 /// How long a membership change may take to show.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -234,7 +234,7 @@ async fn membership(
     let peer: Peer = match (kind, existing) {
         (OperatorKind::AddPeer, Some(p)) => bail!("store {store_id} already has peer {}", p.id),
         (OperatorKind::AddPeer, None) => Peer {
-            id: crate::scheduler::SchedulerClient::alloc_id(client.scheduler()).await?,
+            id: tessel::scheduler::SchedulerClient::alloc_id(client.scheduler()).await?,
             store_id,
         },
         (_, None) => bail!("region {region_id} has no peer on store {store_id}"),
@@ -278,7 +278,7 @@ async fn wait_region<F, Fut>(
 ) -> anyhow::Result<GetRegionResponse>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = crate::Result<GetRegionResponse>>,
+    Fut: std::future::Future<Output = tessel::Result<GetRegionResponse>>,
 {
     let deadline = Instant::now() + CHANGE_TIMEOUT;
     loop {

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::anyhow;
 use hdrhistogram::Histogram;
 
-use crate::keys::CF_DEFAULT;
-use crate::testkit::Cluster;
-use crate::Config;
+use tessel::keys::CF_DEFAULT;
+use tessel::testkit::Cluster;
+use tessel::Config;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -70,13 +71,13 @@ fn rss_bytes() -> Option<u64> {
 }
 
 /// Runs the put benchmark. Must run inside an actix system.
-pub async fn run_puts(opts: BenchOptions) -> crate::Result<BenchReport> {
+pub async fn run_puts(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let cluster = Cluster::new(opts.stores, Config::default());
     cluster.start().await;
     cluster
         .leader_of_region(1)
         .await
-        .ok_or_else(|| crate::Error::Other("no leader elected".into()))?;
+        .ok_or_else(|| anyhow!("no leader elected"))?;
     // Warm up the route so the first puts do not measure leader discovery.
     cluster.put_cf(CF_DEFAULT, b"warmup", b"x").await?;
 
@@ -172,8 +173,8 @@ impl std::fmt::Display for MembershipReport {
 /// Measures leader transfers (operator to scheduler seeing the new leader)
 /// and one add-peer caught up by snapshot, with the scenario timings
 /// (50 ms ticks, 100 ms region heartbeats).
-pub async fn run_membership(keys: u64, value_size: usize) -> crate::Result<MembershipReport> {
-    use crate::proto::metapb::Peer;
+pub async fn run_membership(keys: u64, value_size: usize) -> anyhow::Result<MembershipReport> {
+    use tessel::proto::metapb::Peer;
     let mut cfg = Config::for_tests();
     cfg.raft_log_gc_count_limit = 1000;
     let cluster = Cluster::new(4, cfg);
@@ -205,11 +206,11 @@ pub async fn run_membership(keys: u64, value_size: usize) -> crate::Result<Membe
                     .put_cf(CF_DEFAULT, format!("key-{i:08}").as_bytes(), &value)
                     .await?;
             }
-            Ok::<_, crate::Error>(())
+            Ok::<_, anyhow::Error>(())
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| crate::Error::Other(e.to_string()))??;
+        t.await.map_err(|e| anyhow!(e.to_string()))??;
     }
     let peer = cluster.alloc_peer(4);
     let t = Instant::now();
@@ -218,7 +219,7 @@ pub async fn run_membership(keys: u64, value_size: usize) -> crate::Result<Membe
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster.scheduler().with(|s| s.operator(1).is_some()) {
         if Instant::now() > deadline {
-            return Err(crate::Error::Timeout("new peer never caught up".into()));
+            return Err(anyhow!("new peer never caught up"));
         }
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
@@ -244,7 +245,7 @@ pub struct SplitReport {
     pub bulk_elapsed: Duration,
     pub regions: usize,
     /// Peers each store runs after the bulk load.
-    pub per_store: Vec<(crate::StoreId, usize)>,
+    pub per_store: Vec<(tessel::StoreId, usize)>,
 }
 
 impl std::fmt::Display for SplitReport {
@@ -286,7 +287,7 @@ impl std::fmt::Display for SplitReport {
 /// `bulk_bytes` of random keys and counts the regions. Production timings,
 /// except region sizes scaled down by `scale` and a split check every
 /// 100 ms (production checks every 10 s, which would dominate the latency).
-pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> crate::Result<SplitReport> {
+pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> anyhow::Result<SplitReport> {
     use rand::Rng;
     let mut cfg = Config::default();
     let scale = scale.max(1);
@@ -300,7 +301,7 @@ pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> crate::Re
     cluster
         .leader_of_region(1)
         .await
-        .ok_or_else(|| crate::Error::Other("no leader elected".into()))?;
+        .ok_or_else(|| anyhow!("no leader elected"))?;
 
     // Sequential keys: only the last region grows; each time it passes the
     // maximum, time how long until it is split and both halves serve.
@@ -322,7 +323,7 @@ pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> crate::Re
                 break r;
             }
             if Instant::now() > deadline {
-                return Err(crate::Error::Timeout("region never split".into()));
+                return Err(anyhow!("region never split"));
             }
             actix_rt::time::sleep(Duration::from_millis(1)).await;
         };
@@ -334,7 +335,7 @@ pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> crate::Re
         let split_at = String::from_utf8_lossy(&tail.start_key)
             .trim_start_matches("seq-")
             .parse::<u64>()
-            .map_err(|e| crate::Error::Other(format!("unexpected split key: {e}")))?;
+            .map_err(|e| anyhow!("unexpected split key: {e}"))?;
         tail_first = split_at;
         eprintln!("... split {} at key {split_at}", latencies.len());
     }
@@ -353,11 +354,11 @@ pub async fn run_split(scale: u64, bulk_bytes: u64, clients: usize) -> crate::Re
                     .put_cf(CF_DEFAULT, format!("rnd-{k:016x}").as_bytes(), &value)
                     .await?;
             }
-            Ok::<_, crate::Error>(())
+            Ok::<_, anyhow::Error>(())
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| crate::Error::Other(e.to_string()))??;
+        t.await.map_err(|e| anyhow!(e.to_string()))??;
     }
     let bulk_elapsed = start.elapsed();
     // Let the last checks and splits land.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::Rng;
 
-use crate::client::Client;
-use crate::error::{Error, Result};
+use anyhow::{anyhow, Result};
+use tessel::client::Client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -103,9 +103,9 @@ impl Conn {
     async fn connect(target: Target, endpoints: &[String], sessions: bool) -> Result<Conn> {
         match target {
             Target::Tessel => {
-                let addr = endpoints.first().ok_or_else(|| {
-                    Error::Other("--endpoints needs the scheduler's address".into())
-                })?;
+                let addr = endpoints
+                    .first()
+                    .ok_or_else(|| anyhow!("--endpoints needs the scheduler's address"))?;
                 let client = Client::new(addr)?;
                 Ok(Conn::Tessel(if sessions {
                     client
@@ -117,37 +117,37 @@ impl Conn {
             Target::Etcd => {
                 let c = etcd_client::Client::connect(endpoints, None)
                     .await
-                    .map_err(|e| Error::Other(format!("etcd: {e}")))?;
+                    .map_err(|e| anyhow!("etcd: {e}"))?;
                 Ok(Conn::Etcd(c.kv_client()))
             }
             #[cfg(not(feature = "etcd"))]
-            Target::Etcd => Err(Error::Other(
-                "this build has no etcd client: build with --features etcd (needs protoc)".into(),
+            Target::Etcd => Err(anyhow!(
+                "this build has no etcd client: build with --features etcd (needs protoc)"
             )),
         }
     }
 
     async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         match self {
-            Conn::Tessel(c) => c.put(&key, &value).await,
+            Conn::Tessel(c) => Ok(c.put(&key, &value).await?),
             #[cfg(feature = "etcd")]
             Conn::Etcd(c) => c
                 .put(key, value, None)
                 .await
                 .map(|_| ())
-                .map_err(|e| Error::Other(format!("etcd: {e}"))),
+                .map_err(|e| anyhow!("etcd: {e}")),
         }
     }
 
     async fn get(&mut self, key: Vec<u8>) -> Result<bool> {
         match self {
-            Conn::Tessel(c) => c.get(&key).await.map(|v| v.is_some()),
+            Conn::Tessel(c) => Ok(c.get(&key).await?.is_some()),
             #[cfg(feature = "etcd")]
             Conn::Etcd(c) => c
                 .get(key, None)
                 .await
                 .map(|r| !r.kvs().is_empty())
-                .map_err(|e| Error::Other(format!("etcd: {e}"))),
+                .map_err(|e| anyhow!("etcd: {e}")),
         }
     }
 }
@@ -242,11 +242,11 @@ async fn preload(conn: &Conn, keys: u64, value: &[u8]) -> Result<()> {
             for i in (w..keys).step_by(64) {
                 conn.put(key(i), value.clone()).await?;
             }
-            Ok::<_, Error>(())
+            Ok::<_, anyhow::Error>(())
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| Error::Other(e.to_string()))??;
+        t.await.map_err(|e| anyhow!(e.to_string()))??;
     }
     Ok(())
 }
