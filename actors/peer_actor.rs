@@ -20,7 +20,7 @@ use super::store_actor::StoreActor;
 use super::transport::Transport;
 use super::writer_actor::WriterActor;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, RegionError};
 use crate::peer::{error_response, Callback, Effects, Peer};
 use crate::proto::metapb::RegionEpoch;
 use crate::storage::tasks::Task;
@@ -179,7 +179,7 @@ impl PeerActor {
                     .spawn(move || me.do_send(SnapshotGenerated(t.run())));
                 if let Err(e) = spawned {
                     // Raft asks again when it next needs a snapshot.
-                    let e = Error::Other(format!("cannot start snapshot generation: {e}"));
+                    let e = Error::Internal(format!("cannot start snapshot generation: {e}"));
                     ctx.notify(SnapshotGenerated(Err(e)));
                 }
             }
@@ -218,7 +218,7 @@ impl PeerActor {
                 debug!(error = %e, "split refused");
                 if let Some(cb) = cb {
                     // Not the core's answer: the command never reached it.
-                    let _ = cb.send(error_response(e));
+                    let _ = cb.send(error_response(e.before_proposal()));
                 }
             }
         }
@@ -285,7 +285,9 @@ impl PeerActor {
         tracing::error!(error = %e, "peer failed; stopping it (the store restarts it from disk)");
         crate::metrics::PEER_FAILURES.inc();
         let answers = self.peer.fail_all_proposals(|| {
-            Error::Undetermined("the peer failed with the command in flight".into())
+            Error::Region(RegionError::Undetermined(
+                "the peer failed with the command in flight".into(),
+            ))
         });
         self.run_effects(ctx, answers);
         self.deps.store.do_send(PeerFailed {
@@ -343,7 +345,9 @@ impl Actor for PeerActor {
         self.count_leader();
         // The peer's store or actor stops; its log may still commit them.
         let answers = self.peer.fail_all_proposals(|| {
-            Error::Undetermined("the peer stopped with the command in flight".into())
+            Error::Region(RegionError::Undetermined(
+                "the peer stopped with the command in flight".into(),
+            ))
         });
         self.run_effects(ctx, answers);
     }
@@ -381,9 +385,9 @@ impl Handler<Propose> for PeerActor {
         let span = self.span.clone();
         let _g = span.enter();
         if self.destroyed {
-            let _ = msg
-                .cb
-                .send(error_response(Error::RegionNotFound(self.peer.region_id())));
+            let _ = msg.cb.send(error_response(RegionError::RegionNotFound(
+                self.peer.region_id(),
+            )));
             return;
         }
         let effects = self
@@ -525,7 +529,9 @@ impl Handler<ProposeSplit> for PeerActor {
             .cb
             .unwrap_or_else(|| futures::channel::oneshot::channel().0);
         if self.destroyed {
-            let _ = cb.send(error_response(Error::RegionNotFound(self.peer.region_id())));
+            let _ = cb.send(error_response(RegionError::RegionNotFound(
+                self.peer.region_id(),
+            )));
             return;
         }
         let effects = self

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use super::msg::{PeerUnreachable, Propose, SnapshotReport, StepRaft};
 use super::peer_actor::PeerActor;
 use super::store_actor::StoreActor;
-use crate::error::Error;
+use crate::error::RegionError;
 use crate::peer::{error_response, Callback};
 use crate::proto::raft_cmdpb::{RaftCmdRequest, Session};
 use crate::proto::raft_serverpb::RaftMessage;
@@ -97,18 +97,19 @@ impl Router {
                 }) {
                     Ok(()) => {}
                     Err(SendError::Full(p)) => {
-                        let busy = Error::ServerIsBusy(format!(
+                        let busy = RegionError::ServerIsBusy(format!(
                             "region {region_id} has too many commands queued"
                         ));
                         let _ = p.cb.send(error_response(busy));
                     }
                     Err(SendError::Closed(p)) => {
-                        let _ = p.cb.send(error_response(Error::RegionNotFound(region_id)));
+                        let _ =
+                            p.cb.send(error_response(RegionError::RegionNotFound(region_id)));
                     }
                 }
             }
             None => {
-                let _ = cb.send(error_response(Error::RegionNotFound(region_id)));
+                let _ = cb.send(error_response(RegionError::RegionNotFound(region_id)));
             }
         }
     }

@@ -75,7 +75,7 @@ impl Handler<AskSplit> for SchedulerClientActor {
             Err(e) => {
                 warn!(region_id = msg.region.id, error = %e, "AskSplit failed");
                 if let Some(cb) = msg.cb {
-                    let _ = cb.send(error_response(e));
+                    let _ = cb.send(error_response(e.before_proposal()));
                 }
             }
         }));

@@ -98,7 +98,7 @@ impl StoreActor {
     /// born from a split of a region this store led campaigns at once.
     fn spawn_peer(&mut self, region: Region, campaign: bool) -> Result<Addr<PeerActor>> {
         let meta = find_peer(&region, self.store_id).cloned().ok_or_else(|| {
-            crate::Error::Other(format!("store has no peer in region {}", region.id))
+            crate::Error::Internal(format!("store has no peer in region {}", region.id))
         })?;
         self.spawn(region, meta, campaign)
     }

@@ -52,8 +52,8 @@ impl WriterActor {
             engines.flush()
         });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let res =
-                res.unwrap_or_else(|e| Err(crate::Error::Other(format!("flush task failed: {e}"))));
+            let res = res
+                .unwrap_or_else(|e| Err(crate::Error::Internal(format!("flush task failed: {e}"))));
             if let Err(e) = res {
                 crate::storage::durable::flush_failed(&e);
             }

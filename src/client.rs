@@ -11,7 +11,7 @@
 //! (NotLeader, EpochNotMatch, KeyNotInRegion, RegionNotFound, StaleCommand,
 //! ServerIsBusy, a refused connection). After anything else (an
 //! `Undetermined` answer, a call that failed once sent) a write returns
-//! [`Error::Undetermined`]: it may or may not have been applied, and a
+//! [`RegionError::Undetermined`]: it may or may not have been applied, and a
 //! blind retry could apply it again after another client's write (etcd's
 //! client draws the same line). Reads are always retried.
 
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::proto::errorpb;
 use crate::proto::kvpb::kv_client::KvClient;
 use crate::proto::kvpb::*;
@@ -180,7 +180,7 @@ impl Client {
 
     /// Writes without client sessions: a write is then retried only after
     /// errors that prove it did not apply, and otherwise fails with
-    /// [`Error::Undetermined`]. (Sessions are on by default; this exists to
+    /// [`RegionError::Undetermined`]. (Sessions are on by default; this exists to
     /// measure what they cost and for clients that must not allocate ids.)
     pub fn without_sessions(mut self) -> Client {
         self.lanes = None;
@@ -220,7 +220,7 @@ impl Client {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.route(key, Op::Get(key.to_vec())).await? {
             Reply::Value(v) => Ok(v),
-            _ => Err(Error::Other("unexpected reply to Get".into())),
+            _ => Err(Error::Protocol("unexpected reply to Get".into())),
         }
     }
 
@@ -253,7 +253,7 @@ impl Client {
                 limit: u32::try_from(left).unwrap_or(u32::MAX),
             };
             let Reply::Pairs(pairs, region) = self.route(&cur, op).await? else {
-                return Err(Error::Other("unexpected reply to Scan".into()));
+                return Err(Error::Protocol("unexpected reply to Scan".into()));
             };
             out.extend(pairs.into_iter().map(|p| (p.key, p.value)));
             let region_end = region.map(|r| r.end_key).unwrap_or_default();
@@ -318,7 +318,7 @@ impl Client {
         let r = self.scheduler.get_region(key).await?;
         let region = r
             .region
-            .ok_or_else(|| Error::Other("no region holds the key yet".into()))?;
+            .ok_or_else(|| Error::Unavailable("no region holds the key yet".into()))?;
         Ok((region, r.leader))
     }
 
@@ -357,11 +357,11 @@ impl Client {
     /// holds the whole batch (a split), the batch is regrouped and resent.
     async fn route_group(&self, first: &[u8], op: Op) -> Result<Reply> {
         match self.route(first, op.clone()).await {
-            Err(Error::KeyNotInRegion { .. }) => {
+            Err(Error::Region(RegionError::KeyNotInRegion { .. })) => {
                 let keys: Vec<Vec<u8>> = match &op {
                     Op::BatchGet(k) | Op::BatchDelete(k) => k.clone(),
                     Op::BatchPut(p) => p.iter().map(|p| p.key.clone()).collect(),
-                    _ => return Err(Error::Other("not a batch".into())),
+                    _ => return Err(Error::Protocol("not a batch".into())),
                 };
                 let mut found = Vec::new();
                 for (f, group) in self.group_by_region(keys).await? {
@@ -395,9 +395,9 @@ impl Client {
             .get_store(store_id)
             .await?
             .store
-            .ok_or_else(|| Error::Other(format!("store {store_id} is not known")))?;
+            .ok_or_else(|| Error::Unavailable(format!("store {store_id} is not known")))?;
         let channel = Endpoint::from_shared(format!("http://{}", store.address))
-            .map_err(|e| Error::Other(format!("bad address of store {store_id}: {e}")))?
+            .map_err(|e| Error::Config(format!("bad address of store {store_id}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.timeout)
             .tcp_nodelay(true)
@@ -442,7 +442,7 @@ impl Client {
                     self.timeout
                 );
                 return Err(if ambiguous {
-                    Error::Undetermined(msg)
+                    Error::Region(RegionError::Undetermined(msg))
                 } else {
                     Error::Timeout(msg)
                 });
@@ -490,37 +490,38 @@ impl Client {
                         if session.is_none() {
                             // It may have been applied: a blind retry could
                             // apply it twice, after another client's write.
-                            return Err(Error::Undetermined(err.message));
+                            return Err(Error::Region(RegionError::Undetermined(err.message)));
                         }
                         // With a session a retry applies at most once.
                         ambiguous = true;
+                    }
+                    if let Some(bad) = err.invalid_request {
+                        // Refused for what it asks: every retry would be too.
+                        return Err(RegionError::InvalidRequest(bad.reason).into());
                     }
                     if let (Some(k), true) = (&err.key_not_in_region, op.is_batch()) {
                         // The region no longer holds the whole batch (a
                         // split): the caller regroups it by region.
                         self.cache.lock().remove(region.id);
-                        return Err(Error::KeyNotInRegion {
+                        return Err(Error::Region(RegionError::KeyNotInRegion {
                             key: k.key.clone(),
                             region_id: k.region_id,
                             start_key: k.start_key.clone(),
                             end_key: k.end_key.clone(),
-                        });
+                        }));
                     }
                     self.on_region_error(&region, peer, err);
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
-                    return Err(Error::Other(format!(
-                        "invalid request: {}",
-                        status.message()
-                    )));
+                    return Err(RegionError::InvalidRequest(status.message().to_string()).into());
                 }
                 Err(status) if op.is_write() && !never_sent(&status) && session.is_none() => {
                     self.nodes.lock().remove(&peer.store_id);
-                    return Err(Error::Undetermined(format!(
+                    return Err(Error::Region(RegionError::Undetermined(format!(
                         "store {}: {} (the write may have been applied)",
                         peer.store_id,
                         status.message()
-                    )));
+                    ))));
                 }
                 Err(status) => {
                     // The node is down or slow: try another peer.

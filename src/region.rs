@@ -1,6 +1,6 @@
 //! Helpers over region metadata: ranges, epochs and peers.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb::{Peer, Region, RegionEpoch};
 use crate::{PeerId, StoreId};
 
@@ -17,12 +17,12 @@ pub fn check_key_in_region(key: &[u8], region: &Region) -> Result<()> {
     if key_in_region(key, region) {
         Ok(())
     } else {
-        Err(Error::KeyNotInRegion {
+        Err(Error::Region(RegionError::KeyNotInRegion {
             key: key.to_vec(),
             region_id: region.id,
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
-        })
+        }))
     }
 }
 
@@ -85,21 +85,21 @@ pub fn check_epoch(
 ) -> Result<()> {
     let current = epoch(region);
     let Some(req) = req else {
-        return Err(Error::EpochNotMatch {
+        return Err(Error::Region(RegionError::EpochNotMatch {
             message: "request carries no region epoch".into(),
             current_regions: vec![region.clone()],
-        });
+        }));
     };
     if (check_conf_ver && req.conf_ver != current.conf_ver)
         || (check_version && req.version != current.version)
     {
-        return Err(Error::EpochNotMatch {
+        return Err(Error::Region(RegionError::EpochNotMatch {
             message: format!(
                 "region {} epoch {:?} != request epoch {:?}",
                 region.id, current, req
             ),
             current_regions: vec![region.clone()],
-        });
+        }));
     }
     Ok(())
 }

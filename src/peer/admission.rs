@@ -11,7 +11,7 @@ use raft::eraftpb::{self, MessageType};
 use tracing::debug;
 
 use super::{Effects, Peer};
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState, SnapshotData};
@@ -151,7 +151,7 @@ impl Peer {
         let snap_region = self.check_snapshot_file(msg)?;
         let region_id = self.region_id();
         if snap_region.id != region_id {
-            return Err(Error::Other(format!(
+            return Err(Error::SnapshotRefused(format!(
                 "snapshot of region {} sent to region {region_id}",
                 snap_region.id
             )));
@@ -159,7 +159,7 @@ impl Peer {
         let mut meta = self.store_meta.lock();
         let overlapped = meta.overlapping(&snap_region.start_key, &snap_region.end_key, region_id);
         if !overlapped.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::SnapshotRefused(format!(
                 "snapshot range overlaps regions {overlapped:?} on this store"
             )));
         }
@@ -176,7 +176,7 @@ impl Peer {
         let path = self.storage().snap_manager().path(&data.file_name)?;
         crate::storage::snapshot::verify(&path, &data)?;
         data.region
-            .ok_or_else(|| Error::Other("snapshot without a region".into()))
+            .ok_or_else(|| Error::SnapshotRefused("snapshot without a region".into()))
     }
 
     /// The end of this peer: deletes its log, states and data (leaving a
@@ -192,7 +192,9 @@ impl Peer {
         self.raft.mut_store().destroy(region)?;
         // Commands in flight may be committed by the remaining peers.
         let mut effects = self.fail_all_proposals(|| {
-            Error::Undetermined("the peer was destroyed with the command in flight".into())
+            Error::Region(RegionError::Undetermined(
+                "the peer was destroyed with the command in flight".into(),
+            ))
         });
         effects.destroy = false;
         tracing::info!("peer destroyed");

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::session::{self, SessionOverlay, Verdict};
 use super::{error_response, Peer};
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::keys;
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminResponse, CmdType, CompactLogResponse, GetResponse, KvPair, RaftCmdRequest,
@@ -167,7 +167,7 @@ impl Peer {
             }
             let p = self.proposals.pop_front().expect("front checked above");
             let answer = if p.index < index {
-                error_response(Error::Undetermined(format!(
+                error_response(RegionError::Undetermined(format!(
                     "entry {} was covered by a snapshot before it was seen applied",
                     p.index
                 )))
@@ -175,9 +175,9 @@ impl Peer {
                 // Our entry, consumed without effect (a refused conf change,
                 // an undecodable command): definitely not applied.
                 resp.take()
-                    .unwrap_or_else(|| error_response(Error::StaleCommand))
+                    .unwrap_or_else(|| error_response(RegionError::StaleCommand))
             } else {
-                error_response(Error::StaleCommand)
+                error_response(RegionError::StaleCommand)
             };
             batch.answers.push((p.cb, answer));
         }
@@ -204,7 +204,7 @@ impl Peer {
             match batch.sessions.judge(kv, self.region_id(), s)? {
                 Verdict::Apply => {}
                 Verdict::Answered(resp) => return Ok(*resp),
-                Verdict::Superseded => return Ok(error_response(Error::StaleCommand)),
+                Verdict::Superseded => return Ok(error_response(RegionError::StaleCommand)),
             }
         }
         let mut resp = RaftCmdResponse {
@@ -355,5 +355,5 @@ impl Peer {
 }
 
 fn bad(msg: &str) -> Error {
-    Error::Other(msg.to_string())
+    Error::Region(RegionError::InvalidRequest(msg.to_string()))
 }

@@ -11,7 +11,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType as RaftCcType, Entry};
 use tracing::{info, warn};
 
 use super::Peer;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::keys;
 use crate::proto::metapb::{Peer as PeerMeta, Region};
 use crate::proto::raft_cmdpb::{
@@ -32,11 +32,11 @@ fn change_of(req: &RaftCmdRequest) -> Result<(ConfChangeType, PeerMeta)> {
         .admin_request
         .as_ref()
         .and_then(|a| a.change_peer.as_ref())
-        .ok_or_else(|| Error::Other("ChangePeer without a change".into()))?;
+        .ok_or_else(|| RegionError::InvalidRequest("ChangePeer without a change".into()))?;
     let peer = cp
         .peer
         .filter(|p| p.id != 0 && p.store_id != 0)
-        .ok_or_else(|| Error::Other("ChangePeer without a valid peer".into()))?;
+        .ok_or_else(|| RegionError::InvalidRequest("ChangePeer without a valid peer".into()))?;
     Ok((cp.change_type(), peer))
 }
 
@@ -46,17 +46,17 @@ impl Peer {
         let (change, target) = change_of(req)?;
         let raft = &self.raft.raft;
         if raft.pending_conf_index > raft.raft_log.applied {
-            return Err(Error::Other(format!(
+            return Err(Error::Region(RegionError::ServerIsBusy(format!(
                 "a conf change is pending (index {} not yet applied); retry later",
                 raft.pending_conf_index
-            )));
+            ))));
         }
         let region = self.region();
         if change == ConfChangeType::RemoveNode && target.id == self.meta.id {
             if region.peers.len() == 1 {
-                return Err(Error::Other(
+                return Err(Error::Region(RegionError::InvalidRequest(
                     "cannot remove the last peer of a region".into(),
-                ));
+                )));
             }
             // A leader never removes itself: it hands leadership to the most
             // up-to-date follower, which removes it as a follower. The
@@ -72,22 +72,22 @@ impl Peer {
                 .max_by_key(|(_, matched)| *matched)
                 .map(|(id, _)| id);
             if let Some(busy) = raft.lead_transferee {
-                return Err(Error::Other(format!(
+                return Err(Error::Region(RegionError::ServerIsBusy(format!(
                     "peer {} is the leader and is handing over to {busy} before its removal; retry later",
                     self.meta.id
-                )));
+                ))));
             }
             let Some(to) = to else {
-                return Err(Error::Other(format!(
+                return Err(Error::Region(RegionError::ServerIsBusy(format!(
                     "peer {} is the leader and no follower is caught up to take over; retry later",
                     self.meta.id
-                )));
+                ))));
             };
             self.raft.transfer_leader(to);
-            return Err(Error::Other(format!(
+            return Err(Error::Region(RegionError::ServerIsBusy(format!(
                 "peer {} is the leader: transferring leadership to {to} before removing it",
                 self.meta.id
-            )));
+            ))));
         }
         let cc = ConfChange {
             change_type: match change {
@@ -101,7 +101,9 @@ impl Peer {
         let term = self.term();
         self.raft.propose_conf_change(req.encode_to_vec(), cc)?;
         if self.raft.raft.raft_log.last_index() != index {
-            return Err(Error::Other("conf change dropped by raft".into()));
+            return Err(Error::Region(RegionError::ServerIsBusy(
+                "conf change dropped by raft".into(),
+            )));
         }
         Ok((index, term))
     }

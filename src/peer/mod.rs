@@ -29,7 +29,7 @@ use raft::eraftpb;
 use raft::{RawNode, StateRole};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb;
 use crate::proto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
 use crate::proto::raft_serverpb::RaftMessage;
@@ -52,10 +52,10 @@ struct Proposal {
 }
 
 /// Builds an error response.
-pub fn error_response(e: Error) -> RaftCmdResponse {
+pub fn error_response(e: impl Into<Error>) -> RaftCmdResponse {
     RaftCmdResponse {
         header: Some(RaftResponseHeader {
-            error: Some(e.into_region_error()),
+            error: Some(e.into().into_region_error()),
             current_term: 0,
         }),
         ..Default::default()
@@ -245,8 +245,8 @@ impl Peer {
         self.peer_cache.get(&self.leader_id()).cloned()
     }
 
-    pub fn not_leader(&self) -> Error {
-        Error::NotLeader {
+    pub fn not_leader(&self) -> RegionError {
+        RegionError::NotLeader {
             region_id: self.region_id(),
             leader: self.leader(),
         }

@@ -4,7 +4,7 @@
 use prost::Message as _;
 
 use super::{error_response, Callback, Effects, Peer, Proposal};
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, RaftCmdRequest,
     RaftCmdResponse, RaftResponseHeader, Request, Session, TransferLeaderResponse,
@@ -39,15 +39,16 @@ impl Peer {
         let region = self.region();
         let header = req.header.unwrap_or_default();
         if header.region_id != region.id {
-            return Err(Error::RegionNotFound(header.region_id));
+            return Err(Error::Region(RegionError::RegionNotFound(header.region_id)));
         }
         let (conf_ver, version) = epoch_checks(req);
         if req.admin_request.is_none() || conf_ver || version {
             check_epoch(header.region_epoch.as_ref(), region, conf_ver, version)?;
         }
         for r in &req.requests {
-            let key = request_key(r)
-                .ok_or_else(|| Error::Other(format!("malformed {:?} request", r.cmd_type())))?;
+            let key = request_key(r).ok_or_else(|| {
+                RegionError::InvalidRequest(format!("malformed {:?} request", r.cmd_type()))
+            })?;
             check_key_in_region(key, region)?;
         }
         Ok(())
@@ -71,7 +72,9 @@ impl Peer {
     ) -> Effects {
         let admin = req.admin_request.as_ref().map(|a| a.cmd_type());
         if admin == Some(AdminCmdType::Split) {
-            let e = Error::Other("a split is asked for with SplitRegion, not proposed".into());
+            let e = RegionError::InvalidRequest(
+                "a split is asked for with SplitRegion, not proposed".into(),
+            );
             self.reply(cb, error_response(e));
         } else {
             self.propose_in_session(req, session, cb);
@@ -100,7 +103,7 @@ impl Peer {
             // A removed leader applies nothing more: a command it took would
             // never be answered. Refused before proposing, so definitely not
             // applied; no hint, the client asks the scheduler.
-            let e = Error::NotLeader {
+            let e = RegionError::NotLeader {
                 region_id: self.region_id(),
                 leader: None,
             };
@@ -135,7 +138,8 @@ impl Peer {
                     .partition_point(|p| (p.index, p.term) <= (index, term));
                 self.proposals.insert(at, Proposal { index, term, cb })
             }
-            Err(e) => self.reply(cb, error_response(e)),
+            // Nothing was appended: whatever failed, the command is not in the log.
+            Err(e) => self.reply(cb, error_response(e.before_proposal())),
         }
     }
 
@@ -143,20 +147,20 @@ impl Peer {
     /// region split off this one's right, if this store holds it, joins
     /// an EpochNotMatch.
     fn with_right_sibling(&self, e: Error) -> Error {
-        let Error::EpochNotMatch {
+        let Error::Region(RegionError::EpochNotMatch {
             message,
             mut current_regions,
-        } = e
+        }) = e
         else {
             return e;
         };
         if let Some(right) = self.store_meta.lock().right_sibling(self.region()) {
             current_regions.push(right.clone());
         }
-        Error::EpochNotMatch {
+        Error::Region(RegionError::EpochNotMatch {
             message,
             current_regions,
-        }
+        })
     }
 
     /// Proposes an entry; returns its (index, term) or why raft refused it.
@@ -173,9 +177,9 @@ impl Peer {
         if self.raft.raft.raft_log.last_index() != index {
             // raft-rs drops proposals while a leadership transfer is under
             // way: nothing was appended, so this is definite and retryable.
-            return Err(Error::ServerIsBusy(
+            return Err(Error::Region(RegionError::ServerIsBusy(
                 "leader transfer in progress; proposal not accepted".into(),
-            ));
+            )));
         }
         Ok((index, term))
     }
@@ -189,10 +193,12 @@ impl Peer {
             .and_then(|a| a.transfer_leader.as_ref())
             .and_then(|t| t.peer);
         let Some(target) = target else {
-            return error_response(Error::Other("TransferLeader without a target peer".into()));
+            return error_response(RegionError::InvalidRequest(
+                "TransferLeader without a target peer".into(),
+            ));
         };
         if find_peer_by_id(self.region(), target.id).is_none() {
-            return error_response(Error::Other(format!(
+            return error_response(RegionError::InvalidRequest(format!(
                 "peer {} is not a member of region {}",
                 target.id,
                 self.region_id()
@@ -206,7 +212,7 @@ impl Peer {
             // A target known to need entries compacted away would need a
             // snapshot first: refused, typed and retryable.
             if matched != 0 && matched < truncated {
-                return error_response(Error::ServerIsBusy(format!(
+                return error_response(RegionError::ServerIsBusy(format!(
                     "peer {} is too far behind to lead (matched {matched}, log starts after \
                      {truncated}); retry once it has caught up",
                     target.id

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use super::{error_response, Callback, Peer};
-use crate::error::Error;
+use crate::error::{Error, RegionError};
 use crate::proto::raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader};
 
 pub(crate) struct PendingRead {
@@ -147,7 +147,7 @@ impl Peer {
         });
         for read in failed {
             let e = if leader {
-                Error::StaleCommand
+                RegionError::StaleCommand
             } else {
                 self.not_leader()
             };

@@ -8,7 +8,7 @@ use raft::StateRole;
 use tracing::info;
 
 use super::{error_response, Effects, Peer};
-use crate::error::{Error, Result};
+use crate::error::{RegionError, Result};
 
 impl Peer {
     /// Handles one Ready if raft has one. On an error the peer cannot go
@@ -78,7 +78,7 @@ impl Peer {
     fn answer_covered_proposals(&mut self, index: u64) {
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("front checked above");
-            let e = Error::Undetermined(format!(
+            let e = RegionError::Undetermined(format!(
                 "entry {} was covered by a snapshot before it was seen applied",
                 p.index
             ));

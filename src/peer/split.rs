@@ -9,7 +9,7 @@
 use tracing::{info, warn};
 
 use super::{error_response, Peer};
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::keys;
 use crate::proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use crate::proto::raft_cmdpb::{
@@ -91,7 +91,7 @@ impl Peer {
     /// strictly inside the region. Returns the region to ask ids for.
     pub fn check_split(&self, checked: Option<&RegionEpoch>, split_key: &[u8]) -> Result<Region> {
         if !self.is_leader() {
-            return Err(self.not_leader());
+            return Err(self.not_leader().into());
         }
         let region = self.region();
         if let Some(e) = checked {
@@ -164,7 +164,9 @@ impl Peer {
         wb: &mut sled::Batch,
     ) -> Result<RaftCmdResponse> {
         let Some(split) = req.admin_request.as_ref().and_then(|a| a.split.as_ref()) else {
-            return Ok(error_response(Error::Other("Split without a body".into())));
+            return Ok(error_response(RegionError::InvalidRequest(
+                "Split without a body".into(),
+            )));
         };
         let region = self.region().clone();
         if let Err(e) = check_split_key(&region, &split.split_key) {
@@ -197,7 +199,7 @@ impl Peer {
                     region_id = right.id,
                     "split's new region id is in use here; refused"
                 );
-                return Ok(error_response(Error::Other(format!(
+                return Ok(error_response(RegionError::InvalidRequest(format!(
                     "split's new region id {} is in use",
                     right.id
                 ))));
@@ -258,10 +260,10 @@ impl Peer {
 fn check_split_ids(region: &Region, split: &SplitRequest) -> Result<()> {
     let ids = &split.new_peer_ids;
     let bad = |why: &str| {
-        Err(Error::Other(format!(
+        Err(Error::Region(RegionError::InvalidRequest(format!(
             "split of region {}: {why} (new region {}, new peers {ids:?})",
             region.id, split.new_region_id
-        )))
+        ))))
     };
     if ids.len() != region.peers.len() {
         return bad("one new peer id per peer is needed");
@@ -285,19 +287,19 @@ fn check_split_ids(region: &Region, split: &SplitRequest) -> Result<()> {
 /// `start < split_key < end`, with an empty end as +infinity.
 fn check_split_key(region: &Region, split_key: &[u8]) -> Result<()> {
     if split_key.is_empty() || split_key <= region.start_key.as_slice() {
-        return Err(Error::Other(format!(
+        return Err(Error::Region(RegionError::InvalidRequest(format!(
             "split key {:?} is not after the start of region {}",
             String::from_utf8_lossy(split_key),
             region.id
-        )));
+        ))));
     }
     if exceeds_end_key(split_key, &region.end_key) {
-        return Err(Error::KeyNotInRegion {
+        return Err(Error::Region(RegionError::KeyNotInRegion {
             key: split_key.to_vec(),
             region_id: region.id,
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
-        });
+        }));
     }
     Ok(())
 }
@@ -404,7 +406,7 @@ mod tests {
         };
         assert!(matches!(
             check_split_key(&bounded, b"m"),
-            Err(Error::KeyNotInRegion { .. })
+            Err(Error::Region(RegionError::KeyNotInRegion { .. }))
         ));
     }
 }

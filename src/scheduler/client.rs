@@ -49,11 +49,7 @@ impl LocalSchedulerClient {
 
 impl SchedulerClient for LocalSchedulerClient {
     fn alloc_id(&self) -> BoxFuture<'static, Result<u64>> {
-        let res = self
-            .inner
-            .lock()
-            .alloc_id()
-            .map_err(|e| Error::Other(e.to_string()));
+        let res = self.inner.lock().alloc_id().map_err(Error::from);
         Box::pin(future::ready(res))
     }
 
@@ -71,20 +67,12 @@ impl SchedulerClient for LocalSchedulerClient {
         &self,
         req: RegionHeartbeatRequest,
     ) -> BoxFuture<'static, Result<Option<RegionHeartbeatResponse>>> {
-        let res = self
-            .inner
-            .lock()
-            .region_heartbeat(req)
-            .map_err(|e| Error::Other(e.to_string()));
+        let res = self.inner.lock().region_heartbeat(req).map_err(Error::from);
         Box::pin(future::ready(res))
     }
 
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>> {
-        let res = self
-            .inner
-            .lock()
-            .ask_split(&region)
-            .map_err(|e| Error::Other(e.to_string()));
+        let res = self.inner.lock().ask_split(&region).map_err(Error::from);
         Box::pin(future::ready(res))
     }
 
@@ -93,7 +81,7 @@ impl SchedulerClient for LocalSchedulerClient {
             .inner
             .lock()
             .report_split(left, right)
-            .map_err(|e| Error::Other(e.to_string()));
+            .map_err(Error::from);
         Box::pin(future::ready(res))
     }
 }

@@ -38,7 +38,7 @@ pub struct GrpcSchedulerClient {
 }
 
 fn rpc_err(e: tonic::Status) -> Error {
-    Error::Other(format!("scheduler: {}", e.message()))
+    Error::Unavailable(format!("scheduler: {}", e.message()))
 }
 
 impl GrpcSchedulerClient {
@@ -46,7 +46,7 @@ impl GrpcSchedulerClient {
     /// reconnects by itself; calls fail after 3 s without an answer.
     pub fn new(addr: &str) -> Result<GrpcSchedulerClient> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Other(format!("bad scheduler address {addr:?}: {e}")))?
+            .map_err(|e| Error::Config(format!("bad scheduler address {addr:?}: {e}")))?
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT);
         Ok(GrpcSchedulerClient {
@@ -181,7 +181,7 @@ impl GrpcSchedulerClient {
             }
             drop(cur);
             for a in w.lock().drain(..) {
-                let _ = a.send(Err(Error::Other(why.clone())));
+                let _ = a.send(Err(Error::Unavailable(why.clone())));
             }
         });
         HeartbeatStream { tx, waiting }
@@ -238,7 +238,7 @@ impl SchedulerClient for GrpcSchedulerClient {
         Box::pin(async move {
             match tokio::time::timeout(CALL_TIMEOUT, rx).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(Error::Other("heartbeat stream closed".into())),
+                Ok(Err(_)) => Err(Error::Unavailable("heartbeat stream closed".into())),
                 Err(_) => Err(Error::Timeout("no answer to a region heartbeat".into())),
             }
         })

@@ -58,7 +58,7 @@ fn keyed(prefix: &[u8], id: u64) -> Vec<u8> {
 fn read_u64(v: &[u8]) -> Result<u64> {
     let bytes: [u8; 8] = v
         .try_into()
-        .map_err(|_| Error::Other("corrupt scheduler metadata: bad integer".into()))?;
+        .map_err(|_| Error::Corruption("corrupt scheduler metadata: bad integer".into()))?;
     Ok(u64::from_be_bytes(bytes))
 }
 

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::actors::msg::SplitRegion;
 use crate::actors::router::Router;
-use crate::error::Error;
+use crate::error::RegionError;
 use crate::proto::errorpb;
 use crate::proto::kvpb::kv_server::Kv;
 use crate::proto::kvpb::*;
@@ -113,17 +113,17 @@ impl KvService {
             // The command reached the store; whether it was proposed is
             // not known here.
             Ok(Err(_)) => {
-                return Ok(Err(Error::Undetermined(
+                return Ok(Err(RegionError::Undetermined(
                     "the store dropped the command without an answer".into(),
                 )
-                .into_region_error()))
+                .into_pb()))
             }
             Err(_) => {
-                return Ok(Err(Error::Undetermined(format!(
+                return Ok(Err(RegionError::Undetermined(format!(
                     "region {} did not answer within {COMMAND_TIMEOUT:?}",
                     ctx.region_id
                 ))
-                .into_region_error()))
+                .into_pb()))
             }
         };
         match resp.header.as_ref().and_then(|h| h.error.clone()) {
@@ -388,7 +388,7 @@ impl Kv for KvService {
             .ok_or_else(|| Status::invalid_argument("request without a context"))?;
         let Some(addr) = self.router.peer(ctx.region_id) else {
             return Ok(Response::new(SplitRegionResponse {
-                region_error: Some(Error::RegionNotFound(ctx.region_id).into_region_error()),
+                region_error: Some(RegionError::RegionNotFound(ctx.region_id).into_pb()),
                 regions: vec![],
             }));
         };
@@ -402,7 +402,7 @@ impl Kv for KvService {
             Ok(Ok(resp)) => resp,
             Ok(Err(_)) => {
                 return Ok(Response::new(SplitRegionResponse {
-                    region_error: Some(Error::RegionNotFound(ctx.region_id).into_region_error()),
+                    region_error: Some(RegionError::RegionNotFound(ctx.region_id).into_pb()),
                     regions: vec![],
                 }))
             }

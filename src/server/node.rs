@@ -124,7 +124,7 @@ impl Node {
         });
         let router = rx
             .await
-            .map_err(|_| Error::Other("the store did not start".into()))?;
+            .map_err(|_| Error::Internal("the store did not start".into()))?;
         transport.set_router(router.clone());
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -295,7 +295,7 @@ async fn run_on<T: Send + 'static>(
 ) -> Result<T> {
     rt.spawn(fut)
         .await
-        .map_err(|e| Error::Other(format!("network task failed: {e}")))
+        .map_err(|e| Error::Internal(format!("network task failed: {e}")))
 }
 
 /// The store id of this data directory, asked of the scheduler (and kept)
@@ -409,7 +409,7 @@ async fn register(
                         forget_region(engines, region.id)?;
                     }
                     None => {
-                        return Err(Error::Other(format!(
+                        return Err(Error::Unavailable(format!(
                             "bootstrap of region {} was not acknowledged and the scheduler \
                              records no first region yet: {e}",
                             region.id
@@ -441,7 +441,7 @@ async fn recorded_bootstrap(sched: &GrpcSchedulerClient, region_id: u64) -> Resu
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
-    Err(last.unwrap_or_else(|| Error::Other("scheduler unreachable".into())))
+    Err(last.unwrap_or_else(|| Error::Unavailable("scheduler unreachable".into())))
 }
 
 /// Deletes the states of a region this store bootstrapped but never served.

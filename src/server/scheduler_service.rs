@@ -320,10 +320,10 @@ pub async fn serve_scheduler(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-        .map_err(|e| crate::Error::Other(format!("cannot serve: {e}")))?;
+        .map_err(|e| crate::Error::Internal(format!("cannot serve: {e}")))?;
     tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(|e| crate::Error::Other(format!("scheduler server: {e}")))
+        .map_err(|e| crate::Error::Internal(format!("scheduler server: {e}")))
 }

@@ -113,7 +113,7 @@ impl Inner {
             .await?
             .store
             .filter(|s| !s.address.is_empty())
-            .ok_or_else(|| Error::Other(format!("store {store_id} has no address")))?;
+            .ok_or_else(|| Error::Unavailable(format!("store {store_id} has no address")))?;
         self.addrs.lock().insert(store_id, store.address.clone());
         Ok(store.address)
     }
@@ -121,7 +121,7 @@ impl Inner {
     async fn connect(&self, store_id: StoreId) -> Result<RaftClient<Channel>> {
         let addr = self.address(store_id).await?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Other(format!("bad address {addr:?}: {e}")))?
+            .map_err(|e| Error::Config(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect()
@@ -129,7 +129,7 @@ impl Inner {
             .map_err(|e| {
                 // The store may have moved: ask the scheduler next time.
                 self.addrs.lock().remove(&store_id);
-                Error::Other(format!("cannot connect to store {store_id} at {addr}: {e}"))
+                Error::Unavailable(format!("cannot connect to store {store_id} at {addr}: {e}"))
             })?;
         Ok(RaftClient::new(channel).max_encoding_message_size(super::MAX_MESSAGE_BYTES))
     }
@@ -266,7 +266,7 @@ impl Inner {
         client
             .snapshot(chunks)
             .await
-            .map_err(|e| Error::Other(format!("snapshot stream: {}", e.message())))?;
+            .map_err(|e| Error::Unavailable(format!("snapshot stream: {}", e.message())))?;
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl Engines {
             // of Readies; a background flusher would only add fsyncs.
             .flush_every_ms(None);
         let (db, syncer) = SledSyncer::open(&dir.join("db"), config).map_err(|e| {
-            Error::Other(format!(
+            Error::Internal(format!(
                 "cannot open the store database in {}: {e}",
                 dir.display()
             ))
@@ -95,7 +95,7 @@ impl Engines {
         let path = self.dir.join(IDENT_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => decode_ident_file(&text).map(Some).ok_or_else(|| {
-                Error::Other(format!(
+                Error::Corruption(format!(
                     "{} is not a store identity file; refusing to guess which store this was",
                     path.display()
                 ))
@@ -118,7 +118,7 @@ impl Engines {
                 store_id: file.store_id,
                 cluster_id: file.cluster_id,
             }),
-            (Some(file), Some(db)) if file != db => Err(Error::Other(format!(
+            (Some(file), Some(db)) if file != db => Err(Error::Corruption(format!(
                 "{}: the identity file names store {} of cluster {} but the database holds \
                  store {} of cluster {}; refusing to start",
                 self.dir.display(),

@@ -148,7 +148,7 @@ impl PeerStorage {
         if !region.peers.is_empty() && raft_state.last_index < apply_state.applied_index {
             let truncated = apply_state.truncated_state.unwrap_or_default();
             if truncated.index != apply_state.applied_index {
-                return Err(Error::Other(format!(
+                return Err(Error::Corruption(format!(
                     "region {} last index {} is behind applied index {}",
                     region.id, raft_state.last_index, apply_state.applied_index
                 )));
@@ -303,7 +303,7 @@ impl PeerStorage {
         let region = data
             .region
             .clone()
-            .ok_or_else(|| Error::Other("snapshot without region".into()))?;
+            .ok_or_else(|| Error::Corruption("snapshot without region".into()))?;
         let path = self.snap_mgr.path(&data.file_name)?;
         let mut kv_wb = sled::Batch::default();
         // Only this region's own ranges are cleared, old and new.

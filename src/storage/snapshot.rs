@@ -56,7 +56,9 @@ impl SnapManager {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
         if !ok {
-            return Err(Error::Other(format!("invalid snapshot file name {name:?}")));
+            return Err(Error::Corruption(format!(
+                "invalid snapshot file name {name:?}"
+            )));
         }
         Ok(self.dir.join(name))
     }
@@ -176,7 +178,7 @@ pub fn copy_in_chunks(src: &Path, dst: &Path, chunk: usize) -> Result<u64> {
 /// Reads a received snapshot file and checks it against `data`.
 fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
     if data.region.is_none() {
-        return Err(Error::Other("snapshot without region".into()));
+        return Err(Error::Corruption("snapshot without region".into()));
     }
     let bytes = {
         let f = File::open(path)?;
@@ -184,7 +186,7 @@ fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
         // file before allocating anything by it.
         let on_disk = f.metadata()?.len();
         if on_disk != data.file_size {
-            return Err(Error::Other(format!(
+            return Err(Error::Corruption(format!(
                 "snapshot file {} is corrupt: {on_disk} bytes, expected {}",
                 data.file_name, data.file_size
             )));
@@ -194,7 +196,7 @@ fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
         v
     };
     if bytes.len() as u64 != data.file_size || crc32fast::hash(&bytes) as u64 != data.checksum {
-        return Err(Error::Other(format!(
+        return Err(Error::Corruption(format!(
             "snapshot file {} is corrupt: {} bytes, expected {}",
             data.file_name,
             bytes.len(),

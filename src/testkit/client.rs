@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 
 use super::Cluster;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::keys;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raft_cmdpb::{
@@ -77,7 +77,9 @@ impl Cluster {
                     Some(l) => Some(l),
                     None => self.leader_of_region(h.region_id).await,
                 };
-                leader.ok_or(Error::RegionNotFound(h.region_id))?.store_id
+                leader
+                    .ok_or(RegionError::RegionNotFound(h.region_id))?
+                    .store_id
             }
         };
         self.call_store(store_id, request, timeout).await
@@ -106,12 +108,12 @@ impl Cluster {
     ) -> Result<RaftCmdResponse> {
         let router = self
             .router(store_id)
-            .ok_or_else(|| Error::Other(format!("store {store_id} is not running")))?;
+            .ok_or_else(|| Error::Unavailable(format!("store {store_id} is not running")))?;
         let (tx, rx) = oneshot::channel();
         router.send_command_in_session(request, session, tx);
         match actix_rt::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(Error::Other(format!(
+            Ok(Err(_)) => Err(Error::Internal(format!(
                 "store {store_id} dropped the command"
             ))),
             Err(_) => Err(Error::Timeout(format!("no answer from store {store_id}"))),
@@ -329,7 +331,7 @@ impl Cluster {
             .responses
             .first()
             .and_then(|r| r.get.clone())
-            .ok_or_else(|| Error::Other("Get answered without a value".into()))?;
+            .ok_or_else(|| Error::Protocol("Get answered without a value".into()))?;
         Ok(g.found.then_some(g.value))
     }
 

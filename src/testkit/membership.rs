@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::Cluster;
 use crate::actors::msg::SplitRegion;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb::Peer;
 use crate::proto::schedulerpb::{Operator, OperatorKind};
 use crate::scheduler::RegionInfo;
@@ -151,7 +151,7 @@ impl Cluster {
                     if split_seen() {
                         return Ok(());
                     }
-                    return Err(Error::Other(e.message));
+                    return Err(Error::Region(RegionError::InvalidRequest(e.message)));
                 }
                 Some(e) => {
                     last_err = e.message;
