@@ -30,7 +30,7 @@ use crate::proto::kvpb::*;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raft_cmdpb::Session;
 use crate::region::{key_in_region, range_key};
-use crate::scheduler::grpc_client::GrpcSchedulerClient;
+use crate::scheduler::GrpcSchedulerClient;
 use crate::StoreId;
 
 /// How long one client call keeps retrying by default.

@@ -22,7 +22,7 @@ pub mod store;
 pub mod testkit;
 
 #[path = "../actors/mod.rs"]
-pub mod actors;
+mod actors;
 
 pub type RegionId = u64;
 pub type PeerId = u64;

@@ -17,7 +17,7 @@ mod leave;
 mod propose;
 mod read;
 mod ready;
-pub mod session;
+mod session;
 mod split;
 
 use std::collections::{HashMap, VecDeque};

@@ -4,9 +4,9 @@
 //! The in-process client and the networked service both wrap this; with a
 //! [`MetaStore`] it keeps its metadata durable across restarts.
 
-pub mod client;
-pub mod grpc_client;
-pub mod meta_store;
+mod client;
+mod grpc_client;
+mod meta_store;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +21,7 @@ use crate::region::{epoch, is_epoch_stale, key_in_region, range_key, ranges_over
 use crate::{RegionId, StoreId};
 
 pub use client::{LocalSchedulerClient, SchedulerClient};
+pub use grpc_client::GrpcSchedulerClient;
 pub use meta_store::MetaStore;
 
 /// Ids reserved per durable write of the id high-water mark.

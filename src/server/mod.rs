@@ -5,12 +5,12 @@
 // keep `?` working, and a Status on an error path costs nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
-pub mod kv_service;
+pub(crate) mod kv_service;
 pub mod local;
 pub mod node;
-pub mod raft_service;
+mod raft_service;
 pub mod scheduler_service;
-pub mod transport;
+pub(crate) mod transport;
 
 /// Largest gRPC message a node sends or accepts (a batch of raft messages,
 /// a snapshot chunk, a client batch).

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::metapb::{Peer, Region, RegionEpoch, Store};
 use crate::proto::raft_serverpb::StoreIdent;
-use crate::scheduler::grpc_client::GrpcSchedulerClient;
+use crate::scheduler::GrpcSchedulerClient;
 use crate::scheduler::SchedulerClient;
 use crate::storage::peer_storage::write_initial_states;
 use crate::storage::{Engines, SnapManager};

@@ -27,7 +27,7 @@ use crate::actors::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::raft_serverpb::raft_client::RaftClient;
 use crate::proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk, SnapshotData};
-use crate::scheduler::grpc_client::GrpcSchedulerClient;
+use crate::scheduler::GrpcSchedulerClient;
 use crate::storage::SnapManager;
 use crate::StoreId;
 

@@ -1,15 +1,15 @@
 //! Durable state of a store: the sled engines, each region's `PeerStorage`
 //! (raft-rs's view of the log) and snapshots.
 
-pub mod durable;
-pub mod engine;
-pub mod peer_storage;
-pub mod sessions;
-pub mod snapshot;
+pub(crate) mod durable;
+pub(crate) mod engine;
+pub(crate) mod peer_storage;
+pub(crate) mod sessions;
+pub(crate) mod snapshot;
 pub mod tasks;
 
 pub use engine::Engines;
-pub use peer_storage::PeerStorage;
+pub use peer_storage::{write_initial_states, PeerStorage};
 pub use snapshot::SnapManager;
 
 /// The log index and term every bootstrapped region starts at. A peer created

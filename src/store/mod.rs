@@ -3,8 +3,8 @@
 //! here starts, over the store's range map (`meta.rs`). `StoreActor` and
 //! the simulator both carry them out; neither decides them.
 
-pub mod admission;
-pub mod meta;
+mod admission;
+mod meta;
 
 use std::sync::Arc;
 

@@ -10,10 +10,10 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use tracing::info;
 
+use super::network::{Filter, SimNetwork};
 use crate::actors::msg::{GetPeerStatus, PeerStatus};
 use crate::actors::router::Router;
 use crate::actors::store_actor::{start_store, StoreContext};
-use crate::actors::transport::{Filter, SimNetwork};
 use crate::actors::writer_actor::{WriterActor, WriterStats};
 use crate::config::Config;
 use crate::keys;
@@ -54,6 +54,7 @@ struct RunningStore {
 }
 
 pub(crate) struct Inner {
+    seed: u64,
     pub(crate) count: u64,
     pub(crate) cfg: Arc<Config>,
     dir: PathBuf,
@@ -76,26 +77,58 @@ pub struct Cluster {
 
 const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `TESSEL_TEST_SEED` if it is a number, else a random seed (a value that
+/// is not a number is reported, not silently replaced).
+fn seed_from_env() -> u64 {
+    match std::env::var("TESSEL_TEST_SEED") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!(
+                "tessel test kit: TESSEL_TEST_SEED={v:?} is not a number; using a random seed"
+            );
+            rand::random()
+        }),
+        Err(_) => rand::random(),
+    }
+}
+
 impl Cluster {
     /// A cluster with its data in a temporary directory removed on drop.
+    /// Its seed comes from `TESSEL_TEST_SEED` if set, else at random; it
+    /// is printed (a failing test shows it) and seeds the network's random
+    /// drops.
     pub fn new(count: u64, cfg: Config) -> Cluster {
+        Cluster::with_seed(count, cfg, seed_from_env())
+    }
+
+    /// Like [`Cluster::new`], with the seed given.
+    pub fn with_seed(count: u64, cfg: Config, seed: u64) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("tessel-cluster")
             .tempdir()
             .expect("a temporary directory can be created");
         let dir = tmp.path().to_path_buf();
-        Cluster::build(count, cfg, dir, Some(tmp))
+        Cluster::build(count, cfg, dir, Some(tmp), seed)
     }
 
     /// A cluster keeping its data in `dir` (kept after the process ends).
     pub fn with_dir(count: u64, cfg: Config, dir: &Path) -> Cluster {
-        Cluster::build(count, cfg, dir.to_path_buf(), None)
+        Cluster::build(count, cfg, dir.to_path_buf(), None, seed_from_env())
     }
 
-    fn build(count: u64, cfg: Config, dir: PathBuf, tmp: Option<tempfile::TempDir>) -> Cluster {
-        let net = SimNetwork::new(cfg.snapshot_chunk_size_bytes);
+    fn build(
+        count: u64,
+        cfg: Config,
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        seed: u64,
+    ) -> Cluster {
+        eprintln!(
+            "tessel test kit: cluster seed {seed} (TESSEL_TEST_SEED={seed} repeats its drops)"
+        );
+        let net = SimNetwork::new(cfg.snapshot_chunk_size_bytes, seed);
         Cluster {
             inner: Arc::new(Inner {
+                seed,
                 count,
                 cfg: Arc::new(cfg),
                 dir,
@@ -110,6 +143,12 @@ impl Cluster {
         }
     }
 
+    /// The seed of this cluster's random network faults.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// The configuration every store runs with.
     pub fn config(&self) -> &Config {
         &self.inner.cfg
     }

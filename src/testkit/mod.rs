@@ -23,8 +23,9 @@
 mod client;
 mod cluster;
 mod membership;
+mod network;
 
 pub use crate::actors::msg::PeerStatus;
-pub use crate::actors::transport::Filter;
 pub use client::OnceOutcome;
 pub use cluster::Cluster;
+pub use network::Filter;

@@ -240,8 +240,7 @@ impl World {
                 image: Default::default(),
             });
             let env = w.open_env(id, None);
-            tessel::storage::peer_storage::write_initial_states(&env.engines, &region)
-                .expect("bootstrap");
+            tessel::storage::write_initial_states(&env.engines, &region).expect("bootstrap");
             w.start_store(id, env);
             w.flush_point(id);
             let phase = w.rng.gen_range(0..TICK);
