@@ -4,9 +4,9 @@
 use actix::prelude::*;
 
 use crate::peer::Callback;
+use crate::peer::Inbound;
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raft_cmdpb::{RaftCmdRequest, Session};
-use crate::proto::raft_serverpb::RaftMessage;
 use crate::proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
 
 /// A raft message from another store.
@@ -15,7 +15,7 @@ use crate::proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
 /// Answers nothing. May be dropped: raft retransmits.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct StepRaft(pub RaftMessage);
+pub struct StepRaft(pub Inbound);
 
 /// A client command for a region.
 /// Sender: a client (test kit, server). Receiver: `PeerActor`.
@@ -88,12 +88,21 @@ pub struct SnapshotGenerated(pub crate::Result<raft::eraftpb::Snapshot>);
 /// What a peer reports of itself.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
+    /// The region as this peer has applied it (range, epoch, peers).
     pub region: Region,
+    /// The reporting peer's own id.
     pub peer_id: crate::PeerId,
+    /// Whether the peer currently leads its region.
     pub is_leader: bool,
+    /// The peer id of the region's leader as this peer knows it; 0 when no
+    /// leader is known.
     pub leader_id: crate::PeerId,
+    /// The peer's current raft term.
     pub term: u64,
+    /// The index of the last log entry the peer has applied.
     pub applied_index: u64,
+    /// The index up to which the peer's log has been compacted away (or
+    /// covered by a snapshot); 0 when nothing was.
     pub truncated_index: u64,
     /// The last index of the peer's raft log, persisted or not.
     pub last_index: u64,

@@ -12,7 +12,7 @@ use super::msg::{PeerUnreachable, Propose, SnapshotReport, StepRaft};
 use super::peer_actor::PeerActor;
 use super::store_actor::StoreActor;
 use crate::error::RegionError;
-use crate::peer::{error_response, Callback};
+use crate::peer::{error_response, Callback, Inbound};
 use crate::proto::raft_cmdpb::{RaftCmdRequest, Session};
 use crate::proto::raft_serverpb::RaftMessage;
 use crate::{RegionId, StoreId};
@@ -47,8 +47,8 @@ impl Router {
 
     /// Delivers a raft message to its peer, or to the store when there is none
     /// (the store may create the peer).
-    pub fn send_raft_message(&self, msg: RaftMessage) {
-        match self.peer(msg.region_id) {
+    pub fn send_raft_message(&self, msg: Inbound) {
+        match self.peer(msg.region_id()) {
             Some(addr) if addr.connected() => addr.do_send(StepRaft(msg)),
             _ => self.store.do_send(StepRaft(msg)),
         }

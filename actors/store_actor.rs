@@ -16,13 +16,12 @@ use super::router::Router;
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::split_checker::SplitCheckActor;
 use crate::error::Result;
-use crate::keys;
 use crate::peer::Peer;
 use crate::proto::metapb::{self, Region};
 use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
 use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
-use crate::storage::engine::get_msg;
+use crate::storage::state;
 use crate::storage::{Engines, SnapManager};
 use crate::store::{SharedStoreMeta, SplitStart, StoreEnv};
 use crate::StoreId;
@@ -64,7 +63,7 @@ impl StoreActor {
             return;
         }
         let state: Option<RegionLocalState> =
-            match get_msg(&self.env.engines.kv, &keys::region_state_key(region_id)) {
+            match state::region_state(&self.env.engines.kv, region_id) {
                 Ok(s) => s,
                 Err(e) => {
                     error!(region_id, error = %e, "cannot read a failed region's state");
@@ -182,13 +181,13 @@ impl Handler<StepRaft> for StoreActor {
         let span = info_span!("store", store_id = self.store_id);
         let _g = span.enter();
         // The peer may have been created by an earlier message.
-        if let Some(addr) = self.router.peer(msg.region_id).filter(|a| a.connected()) {
+        if let Some(addr) = self.router.peer(msg.region_id()).filter(|a| a.connected()) {
             addr.do_send(StepRaft(msg));
             return;
         }
         let created = crate::store::peer_to_create(&self.env, &msg).and_then(|to| {
             let empty = Region {
-                id: msg.region_id,
+                id: msg.region_id(),
                 ..Default::default()
             };
             to.map(|to| self.spawn(empty, to, false)).transpose()
@@ -196,7 +195,7 @@ impl Handler<StepRaft> for StoreActor {
         match created {
             Ok(Some(addr)) => addr.do_send(StepRaft(msg)),
             Ok(None) => {}
-            Err(e) => error!(region_id = msg.region_id, error = %e, "cannot create peer"),
+            Err(e) => error!(region_id = msg.region_id(), error = %e, "cannot create peer"),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! blind retry could apply it again after another client's write (etcd's
 //! client draws the same line). Reads are always retried.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -29,7 +29,7 @@ use crate::proto::kvpb::kv_client::KvClient;
 use crate::proto::kvpb::*;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raft_cmdpb::Session;
-use crate::region::{key_in_region, range_key};
+use crate::region::{key_in_region, RegionMap, Regional};
 use crate::scheduler::GrpcSchedulerClient;
 use crate::StoreId;
 
@@ -40,52 +40,41 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct RegionCache {
-    /// range_key(end key) -> region id.
-    ranges: BTreeMap<Vec<u8>, u64>,
-    regions: HashMap<u64, (Region, Option<Peer>)>,
+    regions: RegionMap<Cached>,
+}
+
+/// A cached region and the leader last seen for it.
+#[derive(Debug)]
+struct Cached {
+    region: Region,
+    leader: Option<Peer>,
+}
+
+impl Regional for Cached {
+    fn region(&self) -> &Region {
+        &self.region
+    }
 }
 
 impl RegionCache {
     fn locate(&self, key: &[u8]) -> Option<(Region, Option<Peer>)> {
-        let id = crate::region::range_lookup(&self.ranges, key)?;
-        let (r, l) = self.regions.get(&id)?;
-        key_in_region(key, r).then(|| (r.clone(), *l))
+        let c = self.regions.locate(key)?;
+        Some((c.region.clone(), c.leader))
     }
 
+    /// Caches `region`, dropping every cached region it overlaps: it is
+    /// newer.
     fn insert(&mut self, region: Region, leader: Option<Peer>) {
-        // Drop every cached region the new one overlaps: it is newer.
-        let stale: Vec<u64> = self
-            .regions
-            .values()
-            .filter(|(r, _)| {
-                crate::region::ranges_overlap(
-                    &r.start_key,
-                    &r.end_key,
-                    &region.start_key,
-                    &region.end_key,
-                )
-            })
-            .map(|(r, _)| r.id)
-            .collect();
-        for id in stale {
-            self.remove(id);
-        }
-        self.ranges.insert(range_key(&region.end_key), region.id);
-        self.regions.insert(region.id, (region, leader));
+        self.regions.insert(Cached { region, leader });
     }
 
     fn remove(&mut self, region_id: u64) {
-        if let Some((r, _)) = self.regions.remove(&region_id) {
-            let k = range_key(&r.end_key);
-            if self.ranges.get(&k) == Some(&region_id) {
-                self.ranges.remove(&k);
-            }
-        }
+        self.regions.remove(region_id);
     }
 
     fn set_leader(&mut self, region_id: u64, leader: Peer) {
-        if let Some((_, l)) = self.regions.get_mut(&region_id) {
-            *l = Some(leader);
+        if let Some(c) = self.regions.get_mut(region_id) {
+            c.leader = Some(leader);
         }
     }
 }
@@ -213,10 +202,12 @@ impl Client {
         self
     }
 
+    /// The scheduler connection this client routes with (ids, regions, stores).
     pub fn scheduler(&self) -> &GrpcSchedulerClient {
         &self.scheduler
     }
 
+    /// Reads `key` from its region's leader (linearizable); `None` if absent.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.route(key, Op::Get(key.to_vec())).await? {
             Reply::Value(v) => Ok(v),
@@ -224,12 +215,14 @@ impl Client {
         }
     }
 
+    /// Writes `key`; with sessions (the default) a retried put applies once.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.route(key, Op::Put(key.to_vec(), value.to_vec()))
             .await
             .map(|_| ())
     }
 
+    /// Deletes `key` (absent already is not an error); retried like `put`.
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         self.route(key, Op::Delete(key.to_vec())).await.map(|_| ())
     }
@@ -297,6 +290,8 @@ impl Client {
         Ok(())
     }
 
+    /// Deletes `keys`, one command per region they fall in: each region's
+    /// group applies atomically, the groups independently.
     pub async fn batch_delete(&self, keys: &[Vec<u8>]) -> Result<()> {
         for (first, group) in self.group_by_region(keys.to_vec()).await? {
             self.route_group(&first, Op::BatchDelete(group)).await?;

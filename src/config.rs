@@ -117,24 +117,63 @@ impl Config {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The address the node listens on and registers with the scheduler
+    /// (host:port); `tessel node` uses 127.0.0.1:20160 when neither this nor
+    /// a flag sets it.
     pub addr: Option<std::net::SocketAddr>,
+    /// The scheduler's address (host:port) the node talks to; `tessel node`
+    /// uses 127.0.0.1:2379 when neither this nor a flag sets it.
     pub scheduler: Option<String>,
+    /// The directory that holds the store's database (`store/`) and its
+    /// snapshot files (`snap/`). Required, here or as a flag.
     pub data_dir: Option<std::path::PathBuf>,
+    /// One raft tick in milliseconds (10..=10000); sets
+    /// [`Config::raft_base_tick_interval`].
     pub raft_base_tick_ms: Option<u64>,
+    /// Ticks between a leader's heartbeats; sets
+    /// [`Config::raft_heartbeat_ticks`].
     pub raft_heartbeat_ticks: Option<usize>,
+    /// Ticks without a leader before a follower starts an election; must
+    /// exceed `raft_heartbeat_ticks`. Sets [`Config::raft_election_timeout_ticks`].
     pub raft_election_timeout_ticks: Option<usize>,
+    /// Whether a leader that hears from no quorum steps down; sets
+    /// [`Config::raft_check_quorum`].
     pub raft_check_quorum: Option<bool>,
+    /// Whether candidates run a pre-vote first; sets [`Config::raft_pre_vote`].
     pub raft_pre_vote: Option<bool>,
+    /// Upper bound in bytes on the entries in one append message (positive);
+    /// sets [`Config::raft_max_size_per_msg`].
     pub raft_max_size_per_msg_bytes: Option<u64>,
+    /// How many append messages may be in flight to one follower (positive);
+    /// sets [`Config::raft_max_inflight_msgs`].
     pub raft_max_inflight_msgs: Option<usize>,
+    /// Milliseconds between a leader's checks for log compaction; sets
+    /// [`Config::raft_log_gc_tick_interval`].
     pub raft_log_gc_tick_ms: Option<u64>,
+    /// Applied entries the log may hold before the leader compacts it
+    /// (positive); sets [`Config::raft_log_gc_count_limit`].
     pub raft_log_gc_count_limit: Option<u64>,
+    /// Milliseconds between a leader's split checks of its region; sets
+    /// [`Config::split_region_check_tick_interval`].
     pub split_region_check_tick_ms: Option<u64>,
+    /// Size in bytes above which a region is split; sets
+    /// [`Config::region_max_size_bytes`].
     pub region_max_size_bytes: Option<u64>,
+    /// Running size in bytes at which the split key is chosen; must be
+    /// positive and below `region_max_size_bytes`. Sets
+    /// [`Config::region_split_size_bytes`].
     pub region_split_size_bytes: Option<u64>,
+    /// Milliseconds between a leader's region reports to the scheduler;
+    /// sets [`Config::region_heartbeat_tick_interval`].
     pub region_heartbeat_tick_ms: Option<u64>,
+    /// Milliseconds between the store's reports to the scheduler; sets
+    /// [`Config::store_heartbeat_tick_interval`].
     pub store_heartbeat_tick_ms: Option<u64>,
+    /// Size in bytes of the chunks snapshots are sent in (4 KiB..=8 MiB);
+    /// sets [`Config::snapshot_chunk_size_bytes`].
     pub snapshot_chunk_size_bytes: Option<usize>,
+    /// Size in bytes of sled's page cache for the store; sets
+    /// [`Config::sled_cache_capacity_bytes`].
     pub sled_cache_capacity_bytes: Option<u64>,
 }
 

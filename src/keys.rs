@@ -35,10 +35,18 @@ pub const DATA_PREFIX: u8 = b'z';
 
 /// Column families of user data. The byte is part of the data key.
 pub const CF_DEFAULT: u8 = 0;
+/// The lock column family; stored and snapshotted like any other, kept
+/// so that a lock/write layout can be layered on top.
 pub const CF_LOCK: u8 = 1;
+/// The write column family; stored and snapshotted like any other, kept
+/// so that a lock/write layout can be layered on top.
 pub const CF_WRITE: u8 = 2;
+/// Every column family, in key order; range deletes and snapshots walk
+/// all of them.
 pub const ALL_CFS: [u8; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
 
+/// The key of the store's `StoreIdent` (kv tree), written once when the
+/// store gets its id.
 pub fn store_ident_key() -> Vec<u8> {
     vec![LOCAL_PREFIX, STORE_IDENT_SUFFIX]
 }
@@ -52,6 +60,8 @@ fn region_key(prefix: u8, region_id: RegionId, suffix: u8, extra: usize) -> Vec<
     k
 }
 
+/// The key of the raft log entry at `index` of a region (raft tree);
+/// keys of one region sort by index.
 pub fn raft_log_key(region_id: RegionId, index: u64) -> Vec<u8> {
     let mut k = region_key(REGION_RAFT_PREFIX, region_id, RAFT_LOG_SUFFIX, 8);
     k.extend_from_slice(&index.to_be_bytes());
@@ -66,10 +76,14 @@ pub fn raft_log_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[11..19].try_into().ok()?))
 }
 
+/// The key of a region's `RaftLocalState`, its hard state and last index
+/// (raft tree).
 pub fn raft_state_key(region_id: RegionId) -> Vec<u8> {
     region_key(REGION_RAFT_PREFIX, region_id, RAFT_STATE_SUFFIX, 0)
 }
 
+/// The key of a region's `RaftApplyState`, its applied and truncated
+/// indexes (kv tree).
 pub fn apply_state_key(region_id: RegionId) -> Vec<u8> {
     region_key(REGION_RAFT_PREFIX, region_id, APPLY_STATE_SUFFIX, 0)
 }
@@ -89,6 +103,9 @@ pub fn session_range(region_id: RegionId) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// The key of a region's `RegionLocalState`: its range and peers, and
+/// whether this replica is normal, applying a snapshot or a tombstone
+/// (kv tree).
 pub fn region_state_key(region_id: RegionId) -> Vec<u8> {
     region_key(REGION_META_PREFIX, region_id, REGION_STATE_SUFFIX, 0)
 }
@@ -109,6 +126,8 @@ pub fn region_id_of_state_key(key: &[u8]) -> Option<RegionId> {
     Some(u64::from_be_bytes(key[2..10].try_into().ok()?))
 }
 
+/// The storage key of user key `key` in column family `cf`: `z`, the
+/// cf byte, then the key unchanged.
 pub fn data_key(cf: u8, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 2);
     k.push(DATA_PREFIX);

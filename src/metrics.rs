@@ -14,6 +14,8 @@ fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.000_05, 2.0, 17).expect("valid buckets")
 }
 
+/// Gauge of region peers running on this process's stores (a count,
+/// raised when a peer actor starts and lowered when it stops).
 pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "tessel_regions",
@@ -21,10 +23,13 @@ pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Gauge of region peers on this process that currently lead their
+/// region (a count).
 pub static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("tessel_leaders", "Region peers that lead their region")
         .expect("metric registers once")
 });
+/// Counts commands a leader handed to raft as proposals.
 pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tessel_proposals_total",
@@ -32,18 +37,25 @@ pub static PROPOSALS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts reads served through ReadIndex, once the applied index has
+/// caught up with the confirmed read index.
 pub static READS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tessel_read_index_reads_total", "Reads served by ReadIndex")
         .expect("metric registers once")
 });
+/// Histogram, in log entries, of how far the slowest follower's matched
+/// index is behind the leader's last index; observed each time a leader
+/// builds its region heartbeat.
 pub static LOG_LAG: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "tessel_raft_log_lag_entries",
-        "On leaders, every tick: entries the slowest follower is behind",
+        "On leaders, at each region heartbeat: entries the slowest follower is behind",
         exponential_buckets(1.0, 4.0, 10).expect("valid buckets")
     )
     .expect("metric registers once")
 });
+/// Histogram, in seconds, of one turn of a peer actor's Ready loop
+/// (persist without fsync, send, apply).
 pub static READY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "tessel_ready_apply_duration_seconds",
@@ -52,6 +64,8 @@ pub static READY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Histogram, in seconds, of one store writer flush (fsync), which may
+/// cover the writes of many Readies.
 pub static FSYNC_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "tessel_fsync_duration_seconds",
@@ -60,6 +74,8 @@ pub static FSYNC_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts snapshot files sent and received, labelled by `direction`
+/// (`sent`, `received`) and `outcome` (`ok`, `failed`).
 pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "tessel_snapshots_total",
@@ -68,6 +84,8 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts region peers stopped by an error of their own; the store then
+/// restarts them from disk.
 pub static PEER_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tessel_peer_failures_total",
@@ -75,6 +93,8 @@ pub static PEER_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Gauge of regions whose peer on this process failed more often than
+/// the store's restart limit and is left stopped (a count; never lowered).
 pub static FAILED_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "tessel_failed_regions",
@@ -82,10 +102,14 @@ pub static FAILED_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts Split admin commands applied by peers (every replica counts
+/// its own).
 pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tessel_splits_applied_total", "Splits applied by peers")
         .expect("metric registers once")
 });
+/// Counts membership changes applied by peers (every replica counts its
+/// own).
 pub static CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tessel_conf_changes_applied_total",
@@ -93,6 +117,9 @@ pub static CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts client requests to the Kv service, labelled by `call` (`get`,
+/// `put`, `scan`, `batch_put`, ...) and `outcome` (`ok`, `region_error`,
+/// `failed`).
 pub static KV_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "tessel_kv_requests_total",
@@ -101,6 +128,8 @@ pub static KV_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Histogram, in seconds, of client requests to the Kv service, from
+/// arrival to answer.
 pub static KV_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "tessel_kv_request_duration_seconds",
@@ -109,14 +138,20 @@ pub static KV_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Gauge of regions the scheduler knows, updated on every region
+/// heartbeat it handles.
 pub static SCHEDULER_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("tessel_scheduler_regions", "Regions the scheduler knows")
         .expect("metric registers once")
 });
+/// Gauge of stores the scheduler knows, updated on every region
+/// heartbeat it handles.
 pub static SCHEDULER_STORES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("tessel_scheduler_stores", "Stores the scheduler knows")
         .expect("metric registers once")
 });
+/// Counts region heartbeats the scheduler received, refused ones
+/// included.
 pub static SCHEDULER_HEARTBEATS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tessel_scheduler_region_heartbeats_total",

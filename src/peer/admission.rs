@@ -5,18 +5,15 @@
 //! split). TinyKV's `onRaftMsg` and raftstore-v2's `on_raft_message` have
 //! the same shape.
 
-use prost::Message as _;
-use protobuf::Message as _;
-use raft::eraftpb::{self, MessageType};
 use tracing::debug;
 
+use super::message::{self, Inbound};
 use super::{Effects, Peer};
 use crate::error::{Error, RegionError, Result};
-use crate::keys;
 use crate::proto::metapb::Region;
-use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState, SnapshotData};
+use crate::proto::raft_serverpb::{PeerState, RaftMessage};
 use crate::region::{epoch, find_peer_by_id};
-use crate::storage::engine::get_msg;
+use crate::storage::state;
 
 /// What to do with a raft message, judged by the epochs of the two ends.
 enum Verdict {
@@ -34,7 +31,7 @@ impl Peer {
     /// A message from another replica (or a tombstone notice about this
     /// one). Whatever it causes in raft comes out of the next
     /// `handle_ready`; a message refused here is dropped (raft resends).
-    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Effects {
+    pub fn on_raft_message(&mut self, msg: Inbound) -> Effects {
         if self.superseded() {
             return Effects::stop();
         }
@@ -57,22 +54,17 @@ impl Peer {
         self.take_effects()
     }
 
-    fn step(&mut self, msg: RaftMessage) -> Result<()> {
-        let is_snapshot = msg.msg_type == MessageType::MsgSnapshot as i32;
+    fn step(&mut self, inbound: Inbound) -> Result<()> {
+        let is_snapshot = inbound.is_snapshot();
         if is_snapshot {
-            self.admit_snapshot(&msg)?;
+            self.admit_snapshot(&inbound)?;
         }
-        if let Some(from) = msg.from_peer {
+        if let Some(from) = inbound.envelope.from_peer {
             self.peer_cache.insert(from.id, from);
         }
-        let mut m = eraftpb::Message::default();
-        let stepped = m
-            .merge_from_bytes(&msg.message)
-            .map_err(Error::from)
-            .and_then(|_| {
-                self.observe_for_leave(&m);
-                self.raft.step(m).map_err(Error::from)
-            });
+        let m = inbound.msg;
+        self.observe_for_leave(&m);
+        let stepped = self.raft.step(m).map_err(Error::from);
         if is_snapshot && !self.has_pending_snapshot() {
             // Raft did not take it (stale): release the range.
             self.store_meta.lock().cancel_snapshot(self.region_id());
@@ -88,8 +80,7 @@ impl Peer {
             return false;
         }
         let kv = &self.storage().engines.kv;
-        let state: Option<RegionLocalState> =
-            get_msg(kv, &keys::region_state_key(self.region_id())).unwrap_or(None);
+        let state = state::region_state(kv, self.region_id()).unwrap_or(None);
         let replaced = state.is_some_and(|s| s.state == PeerState::Normal as i32);
         if replaced {
             tracing::info!("uninitialized peer replaced by its region's split; stopping");
@@ -99,7 +90,8 @@ impl Peer {
 
     /// Recognises messages from removed peers and tombstone notices, so a
     /// peer that a removal never reached is garbage-collected.
-    fn judge(&self, msg: &RaftMessage) -> Verdict {
+    fn judge(&self, inbound: &Inbound) -> Verdict {
+        let msg = &inbound.envelope;
         let ours = epoch(self.region());
         let theirs = msg.region_epoch.unwrap_or_default();
         if msg.to_peer.is_some_and(|to| to.id != self.meta.id) {
@@ -126,18 +118,7 @@ impl Peer {
         };
         let sender_is_member = find_peer_by_id(self.region(), from.id).is_some();
         if self.is_initialized() && !sender_is_member && theirs.conf_ver < ours.conf_ver {
-            let region = self.region();
-            return Verdict::ReplyTombstone(RaftMessage {
-                region_id: region.id,
-                from_peer: Some(self.meta),
-                to_peer: Some(from),
-                region_epoch: region.region_epoch,
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                is_tombstone: true,
-                message: vec![],
-                msg_type: 0,
-            });
+            return Verdict::ReplyTombstone(message::tombstone(self.region(), self.meta, from));
         }
         Verdict::Step
     }
@@ -147,7 +128,7 @@ impl Peer {
     /// reserved (the store has not applied a split, or a removal, that the
     /// sender already has; the leader retries later). On success the range
     /// is reserved until the store records the applied snapshot.
-    fn admit_snapshot(&self, msg: &RaftMessage) -> Result<()> {
+    fn admit_snapshot(&self, msg: &Inbound) -> Result<()> {
         let snap_region = self.check_snapshot_file(msg)?;
         let region_id = self.region_id();
         if snap_region.id != region_id {
@@ -169,10 +150,8 @@ impl Peer {
 
     /// Refuses a MsgSnapshot whose file is missing, short or corrupt;
     /// returns the region the snapshot holds.
-    fn check_snapshot_file(&self, msg: &RaftMessage) -> Result<Region> {
-        let mut m = eraftpb::Message::default();
-        m.merge_from_bytes(&msg.message)?;
-        let data = SnapshotData::decode(m.get_snapshot().data.as_ref())?;
+    fn check_snapshot_file(&self, msg: &Inbound) -> Result<Region> {
+        let data = msg.snapshot_data()?;
         let path = self.storage().snap_manager().path(&data.file_name)?;
         crate::storage::snapshot::verify(&path, &data)?;
         data.region

@@ -23,6 +23,7 @@ use crate::proto::raft_cmdpb::{
 };
 use crate::proto::raft_serverpb::RaftTruncatedState;
 use crate::region::exceeds_end_key;
+use crate::storage::state;
 
 /// Writes and answers gathered while applying one Ready's entries.
 #[derive(Default)]
@@ -138,10 +139,7 @@ impl Peer {
         store.apply_state.commit_index = committed;
         store.apply_state.commit_term = commit_term;
         let mut wb = std::mem::take(&mut batch.wb);
-        wb.insert(
-            keys::apply_state_key(store.region.id),
-            store.apply_state.encode_to_vec(),
-        );
+        state::put_apply_state(&mut wb, store.region.id, &store.apply_state);
         store.engines.kv.apply_batch(wb)?;
         batch.dirty = false;
         batch.sessions.clear();

@@ -12,13 +12,13 @@ use tracing::{info, warn};
 
 use super::Peer;
 use crate::error::{Error, RegionError, Result};
-use crate::keys;
 use crate::proto::metapb::{Peer as PeerMeta, Region};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminResponse, ChangePeerResponse, ConfChangeType, RaftCmdRequest,
     RaftCmdResponse, RaftResponseHeader,
 };
 use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
+use crate::storage::state;
 
 /// What applying one conf change entry did.
 pub(crate) struct ConfChangeApplied {
@@ -144,7 +144,7 @@ impl Peer {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
         };
-        wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
+        state::put_region_state(wb, region.id, &state);
         let removes_leader =
             change == ConfChangeType::RemoveNode && target.id == self.meta.id && self.is_leader();
         // A leader that applies its own removal keeps raft's configuration

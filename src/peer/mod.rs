@@ -14,6 +14,7 @@ mod apply;
 mod conf_change;
 mod effects;
 mod leave;
+pub mod message;
 mod propose;
 mod read;
 mod ready;
@@ -24,7 +25,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use futures::channel::oneshot;
-use protobuf::Message as _;
 use raft::eraftpb;
 use raft::{RawNode, StateRole};
 
@@ -39,6 +39,7 @@ use crate::store::{SharedStoreMeta, StoreEnv};
 use crate::{PeerId, RegionId, StoreId};
 
 pub use effects::Effects;
+pub use message::Inbound;
 pub use split::SplitApplied;
 
 /// Answers one command, exactly once.
@@ -62,6 +63,11 @@ pub fn error_response(e: impl Into<Error>) -> RaftCmdResponse {
     }
 }
 
+/// The state machine of one region replica on one store: it owns the
+/// raft-rs `RawNode` and the pending proposals, takes every input through an
+/// `on_*` method and answers with [`Effects`] for `PeerActor` to carry out.
+/// It never touches the network or reads a clock; it writes to disk only
+/// through its storage.
 pub struct Peer {
     store_id: StoreId,
     /// This replica's own id and store.
@@ -103,6 +109,8 @@ pub struct Peer {
     /// The vote requests of the current campaign, re-sent every tick while
     /// it lasts (see `resend_campaign`).
     campaign: Vec<RaftMessage>,
+    /// The type and term of the campaign's vote requests.
+    campaign_kind: (i32, u64),
     /// The MsgTimeoutNow of a leadership transfer under way, re-sent every
     /// tick while it lasts.
     handover: Option<RaftMessage>,
@@ -180,10 +188,12 @@ impl Peer {
             splits: Vec::new(),
             split_asked: None,
             campaign: Vec::new(),
+            campaign_kind: (0, 0),
             handover: None,
         })
     }
 
+    /// The region as this replica has applied it: range, epoch and peers.
     pub fn region(&self) -> &metapb::Region {
         &self.raft.store().region
     }
@@ -193,10 +203,13 @@ impl Peer {
         self.meta
     }
 
+    /// The store this replica runs on.
     pub fn store_id(&self) -> StoreId {
         self.store_id
     }
 
+    /// The region's size in bytes as the split checker last measured it;
+    /// `None` before the first measurement and right after a split.
     pub fn approximate_size(&self) -> Option<u64> {
         self.approximate_size
     }
@@ -216,26 +229,34 @@ impl Peer {
         self.raft.raft.raft_log.committed
     }
 
+    /// The id of the region this replica belongs to.
     pub fn region_id(&self) -> RegionId {
         self.raft.store().region.id
     }
 
+    /// The replica's durable raft and apply state.
     pub fn storage(&self) -> &PeerStorage {
         self.raft.store()
     }
 
+    /// Whether raft currently makes this replica the region's leader.
     pub fn is_leader(&self) -> bool {
         self.raft.raft.state == StateRole::Leader
     }
 
+    /// The peer id of the leader as raft knows it; 0 when no leader is
+    /// known.
     pub fn leader_id(&self) -> PeerId {
         self.raft.raft.leader_id
     }
 
+    /// The replica's current raft term.
     pub fn term(&self) -> u64 {
         self.raft.raft.term
     }
 
+    /// Whether the replica holds the region's meta; false for one created
+    /// from a message that waits for its first snapshot.
     pub fn is_initialized(&self) -> bool {
         self.storage().is_initialized()
     }
@@ -245,6 +266,8 @@ impl Peer {
         self.peer_cache.get(&self.leader_id()).cloned()
     }
 
+    /// The `NotLeader` error for a request this replica cannot serve, naming
+    /// the leader when it is known so the client can go there.
     pub fn not_leader(&self) -> RegionError {
         RegionError::NotLeader {
             region_id: self.region_id(),
@@ -463,32 +486,15 @@ impl Peer {
         if !matches!(msg_type, MsgRequestVote | MsgRequestPreVote) {
             return;
         }
-        let current = self.campaign.first().map(|c| (c.msg_type, term_of(c)));
-        if current != Some((msg.msg_type, term)) {
+        if self.campaign.is_empty() || self.campaign_kind != (msg.msg_type, term) {
             self.campaign.clear();
+            self.campaign_kind = (msg.msg_type, term);
         }
         self.campaign.push(msg.clone());
     }
 
     pub(crate) fn wrap_raft_message(&self, m: eraftpb::Message) -> Option<RaftMessage> {
         let to = *self.peer_cache.get(&m.to)?;
-        let region = self.region();
-        Some(RaftMessage {
-            region_id: region.id,
-            from_peer: Some(self.meta),
-            to_peer: Some(to),
-            region_epoch: region.region_epoch,
-            start_key: region.start_key.clone(),
-            end_key: region.end_key.clone(),
-            is_tombstone: false,
-            msg_type: m.get_msg_type() as i32,
-            message: m.write_to_bytes().ok()?,
-        })
+        message::seal(self.region(), self.meta, to, &m).ok()
     }
-}
-
-/// The term of a wrapped raft message (0 if it cannot be decoded).
-fn term_of(msg: &RaftMessage) -> u64 {
-    let mut m = eraftpb::Message::default();
-    m.merge_from_bytes(&msg.message).map_or(0, |_| m.term)
 }

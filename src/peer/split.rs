@@ -10,7 +10,6 @@ use tracing::{info, warn};
 
 use super::{error_response, Peer};
 use crate::error::{Error, RegionError, Result};
-use crate::keys;
 use crate::proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
@@ -19,12 +18,15 @@ use crate::proto::raft_cmdpb::{
 use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
 use crate::proto::schedulerpb::AskSplitResponse;
 use crate::region::{epoch, exceeds_end_key};
-use crate::storage::engine::{delete_data_range, get_msg};
+use crate::storage::engine::delete_data_range;
 use crate::storage::peer_storage::write_initial_apply_states;
+use crate::storage::state;
 
 /// A split this replica applied, for the store to record.
 #[derive(Debug, Clone)]
 pub struct SplitApplied {
+    /// The old region after the split: same id, range cut to
+    /// `[start, split_key)`, version one higher.
     pub left: Region,
     /// The new region, unless this store's peer of it was already removed
     /// (the new region moved on without this store while it lagged).
@@ -177,7 +179,7 @@ impl Peer {
         }
         let (left, right) = split_region(&region, split);
         let kv = self.storage().engines.kv.clone();
-        let existing: Option<RegionLocalState> = get_msg(&kv, &keys::region_state_key(right.id))?;
+        let existing = state::region_state(&kv, right.id)?;
         let right_here = match existing {
             None => true,
             Some(s) if s.state == PeerState::Tombstone as i32 => {
@@ -205,13 +207,11 @@ impl Peer {
                 ))));
             }
         };
-        wb.insert(
-            keys::region_state_key(left.id),
-            prost::Message::encode_to_vec(&RegionLocalState {
-                state: PeerState::Normal as i32,
-                region: Some(left.clone()),
-            }),
-        );
+        let left_state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(left.clone()),
+        };
+        state::put_region_state(wb, left.id, &left_state);
         if right_here {
             write_initial_apply_states(&right, wb);
             // A retry of a write applied before the split may reach either

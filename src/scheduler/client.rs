@@ -14,15 +14,27 @@ use crate::proto::schedulerpb::{
     AskSplitResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreStats,
 };
 
+/// What a store asks of the scheduler. Every call returns a boxed future,
+/// so an in-process scheduler and one across the network fit the same
+/// trait.
 pub trait SchedulerClient: Send + Sync + 'static {
+    /// Resolves to a new cluster-wide unique id, for a store, region or
+    /// peer.
     fn alloc_id(&self) -> BoxFuture<'static, Result<u64>>;
+    /// Registers a store (its id and address) with the scheduler, replacing
+    /// what it knew of that store. The networked scheduler refuses an
+    /// address still held by another store that has replicas.
     fn put_store(&self, store: Store) -> BoxFuture<'static, Result<()>>;
+    /// Reports a store's periodic statistics: its region and leader counts
+    /// and bytes used on disk.
     fn store_heartbeat(&self, stats: StoreStats) -> BoxFuture<'static, Result<()>>;
     /// Reports a leader's region; the answer carries an operator to carry out.
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
     ) -> BoxFuture<'static, Result<Option<RegionHeartbeatResponse>>>;
+    /// Resolves to the ids a split of `region` needs: one new region id and
+    /// one new peer id for each of the region's peers.
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>>;
     /// Reports both halves of a split applied by the old region's leader.
     fn report_split(&self, left: Region, right: Region) -> BoxFuture<'static, Result<()>>;
@@ -35,6 +47,7 @@ pub struct LocalSchedulerClient {
 }
 
 impl LocalSchedulerClient {
+    /// Wraps `scheduler` for in-process use; clones share it.
     pub fn new(scheduler: Scheduler) -> LocalSchedulerClient {
         LocalSchedulerClient {
             inner: Arc::new(Mutex::new(scheduler)),

@@ -32,6 +32,10 @@ struct HeartbeatStream {
 }
 
 #[derive(Clone)]
+/// A [`SchedulerClient`] that reaches the scheduler process over gRPC,
+/// plus the lookups operators and clients use. Clones share one channel and
+/// one heartbeat stream. Create and use it on a tokio runtime: the channel
+/// and the heartbeat stream's task live there.
 pub struct GrpcSchedulerClient {
     api: Api<Channel>,
     hb: Arc<Mutex<Option<HeartbeatStream>>>,
@@ -55,10 +59,14 @@ impl GrpcSchedulerClient {
         })
     }
 
+    /// The raw gRPC stub of the Scheduler service, sharing this client's
+    /// channel and its 3 s call timeout.
     pub fn api(&self) -> Api<Channel> {
         self.api.clone()
     }
 
+    /// Whether the cluster already has its first region, and the cluster id
+    /// the scheduler recorded.
     pub async fn is_bootstrapped(&self) -> Result<IsBootstrappedResponse> {
         let r = self
             .api()
@@ -68,6 +76,8 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner())
     }
 
+    /// Asks the scheduler to record the first store and the first region of
+    /// an empty cluster; refused if the cluster is already bootstrapped.
     pub async fn bootstrap(&self, cluster_id: u64, store: Store, region: Region) -> Result<()> {
         self.api()
             .bootstrap(BootstrapRequest {
@@ -80,6 +90,8 @@ impl GrpcSchedulerClient {
         Ok(())
     }
 
+    /// The region holding `key` as last reported, with its leader and size;
+    /// the response's `region` is unset when none is known.
     pub async fn get_region(&self, key: &[u8]) -> Result<GetRegionResponse> {
         let r = self
             .api()
@@ -89,6 +101,8 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner())
     }
 
+    /// What the scheduler knows of region `region_id`; the response's
+    /// `region` is unset when it knows none.
     pub async fn get_region_by_id(&self, region_id: u64) -> Result<GetRegionResponse> {
         let r = self
             .api()
@@ -98,6 +112,8 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner())
     }
 
+    /// Every known region overlapping `[start, end)`, in key order; an empty
+    /// `end` means the end of the key space.
     pub async fn scan_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<GetRegionResponse>> {
         let r = self
             .api()
@@ -111,6 +127,7 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner().regions)
     }
 
+    /// Every store the scheduler knows, with its last reported statistics.
     pub async fn get_all_stores(&self) -> Result<Vec<GetStoreResponse>> {
         let r = self
             .api()
@@ -120,6 +137,8 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner().stores)
     }
 
+    /// Store `store_id` and its last reported statistics; fails if the
+    /// scheduler does not know it.
     pub async fn get_store(&self, store_id: u64) -> Result<GetStoreResponse> {
         let r = self
             .api()
@@ -129,6 +148,9 @@ impl GrpcSchedulerClient {
         Ok(r.into_inner())
     }
 
+    /// Queues `op` for region `region_id`, replacing any operator queued
+    /// before; the region's leader gets it in the answers to its heartbeats
+    /// until the region shows it done. Fails if the region is not known.
     pub async fn schedule_operator(&self, region_id: u64, op: Operator) -> Result<()> {
         self.api()
             .schedule_operator(ScheduleOperatorRequest {

@@ -38,6 +38,8 @@ pub struct Loaded {
     pub regions: Vec<Region>,
 }
 
+/// The scheduler's durable metadata: a sled database of its own holding
+/// the cluster id, the id high-water mark, the stores and the regions.
 pub struct MetaStore {
     db: sled::Db,
     syncer: SledSyncer,
@@ -63,6 +65,8 @@ fn read_u64(v: &[u8]) -> Result<u64> {
 }
 
 impl MetaStore {
+    /// Opens (or creates) the metadata database under `dir/meta`; sled
+    /// flushes it in the background about once a second.
     pub fn open(dir: &Path) -> Result<MetaStore> {
         let config = sled::Config::new()
             .cache_capacity(16 * 1024 * 1024)
@@ -73,6 +77,8 @@ impl MetaStore {
         Ok(MetaStore { db, syncer })
     }
 
+    /// Everything recorded so far, for a scheduler restarting on this data;
+    /// an empty database gives no cluster id and an id limit of 0.
     pub fn load(&self) -> Result<Loaded> {
         let mut loaded = Loaded {
             cluster_id: self
@@ -99,6 +105,7 @@ impl MetaStore {
         Ok(loaded)
     }
 
+    /// Records the cluster id and fsyncs it before returning.
     pub fn save_cluster_id(&self, id: u64) -> Result<()> {
         self.db.insert(CLUSTER_ID_KEY, &id.to_be_bytes())?;
         self.syncer.flush(&self.db)
@@ -110,23 +117,29 @@ impl MetaStore {
         self.syncer.flush(&self.db)
     }
 
+    /// Records `store` (replacing what was recorded under its id) and fsyncs
+    /// it before returning.
     pub fn save_store(&self, store: &Store) -> Result<()> {
         self.db
             .insert(keyed(STORE_PREFIX, store.id), store.encode_to_vec())?;
         self.syncer.flush(&self.db)
     }
 
+    /// Records `region` under its id without waiting for an fsync; it becomes
+    /// durable with the next flush (explicit or sled's background one).
     pub fn save_region(&self, region: &Region) -> Result<()> {
         self.db
             .insert(keyed(REGION_PREFIX, region.id), region.encode_to_vec())?;
         Ok(())
     }
 
+    /// Forgets region `region_id`, without waiting for an fsync.
     pub fn delete_region(&self, region_id: u64) -> Result<()> {
         self.db.remove(keyed(REGION_PREFIX, region_id))?;
         Ok(())
     }
 
+    /// Makes every write so far durable (fsync).
     pub fn flush(&self) -> Result<()> {
         self.syncer.flush(&self.db)
     }

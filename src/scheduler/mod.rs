@@ -17,7 +17,7 @@ use crate::proto::schedulerpb::{
     AskSplitResponse, Operator, OperatorKind, RegionHeartbeatRequest, RegionHeartbeatResponse,
     StoreStats,
 };
-use crate::region::{epoch, is_epoch_stale, key_in_region, range_key, ranges_overlap};
+use crate::region::{epoch, is_epoch_stale, key_in_region, RegionMap, Regional};
 use crate::{RegionId, StoreId};
 
 pub use client::{LocalSchedulerClient, SchedulerClient};
@@ -30,19 +30,40 @@ const ID_BATCH: u64 = 1000;
 /// What the scheduler knows of one region.
 #[derive(Clone, Debug, Default)]
 pub struct RegionInfo {
+    /// The region as its leader last reported it.
     pub region: Region,
+    /// Its leader, as last reported (kept across a report without one).
     pub leader: Option<Peer>,
+    /// Peers the leader reports as not yet caught up (a new peer waiting
+    /// for its snapshot); no replica is added while there are any.
     pub pending_peers: Vec<Peer>,
+    /// The leader's estimate of the region's data, in bytes.
     pub approximate_size: u64,
 }
 
+impl Regional for RegionInfo {
+    fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
+/// Why the scheduler refused a request.
 pub enum SchedulerError {
     #[error("region {region_id} heartbeat carries a stale epoch")]
-    StaleRegion { region_id: RegionId },
+    /// A heartbeat or split report older than what is known for the
+    /// region or for a region overlapping it; the reporter is behind.
+    StaleRegion {
+        /// The region reported.
+        region_id: RegionId,
+    },
     #[error("{0}")]
+    /// The request contradicts what the scheduler holds (a store taking the
+    /// address of another that still has replicas, a bootstrap of a
+    /// bootstrapped cluster).
     Invalid(String),
     #[error("scheduler metadata cannot be written: {0}")]
+    /// The scheduler's own metadata could not be written: nothing changed.
     Storage(String),
 }
 
@@ -53,12 +74,15 @@ impl From<crate::Error> for SchedulerError {
 }
 
 #[derive(Debug, Default)]
+/// The scheduler's state: ids, stores, regions, operators. The gRPC
+/// service and the test kit drive it; with a `MetaStore` it survives
+/// restarts.
 pub struct Scheduler {
     next_id: u64,
     stores: BTreeMap<StoreId, (Store, StoreStats)>,
-    regions: HashMap<RegionId, RegionInfo>,
-    /// End key of every region -> region id; regions never overlap here.
-    ranges: BTreeMap<Vec<u8>, RegionId>,
+    /// The latest view of every region; a newer view of a range evicts the
+    /// regions it overlaps, so ranges never overlap here.
+    regions: RegionMap<RegionInfo>,
     operators: HashMap<RegionId, Operator>,
     /// Heartbeats where conf_ver jumped by more than one change.
     conf_ver_violations: u64,
@@ -131,7 +155,7 @@ impl Scheduler {
         if self.operators.contains_key(&region_id) {
             return;
         }
-        let Some(info) = self.regions.get(&region_id) else {
+        let Some(info) = self.regions.get(region_id) else {
             return;
         };
         if info.region.peers.len() >= max || !info.pending_peers.is_empty() {
@@ -162,6 +186,7 @@ impl Scheduler {
         self.cluster_id
     }
 
+    /// Whether the cluster has its first region.
     pub fn is_bootstrapped(&self) -> bool {
         !self.regions.is_empty()
     }
@@ -204,7 +229,7 @@ impl Scheduler {
                 .find(|s| s.id != store.id && s.address == store.address)
                 .filter(|old| {
                     self.regions
-                        .values()
+                        .iter()
                         .any(|r| r.region.peers.iter().any(|p| p.store_id == old.id))
                 });
             if let Some(old) = holder {
@@ -222,10 +247,13 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Store `store_id` as registered (its address), if known.
     pub fn store(&self, store_id: StoreId) -> Option<Store> {
         self.stores.get(&store_id).map(|(s, _)| s.clone())
     }
 
+    /// Registers or updates a store without checks or persistence (the test
+    /// kit); `put_store_checked` is the service's way.
     pub fn put_store(&mut self, store: Store) {
         let id = store.id;
         let stats = StoreStats {
@@ -235,18 +263,23 @@ impl Scheduler {
         self.stores.insert(id, (store, stats));
     }
 
+    /// How many regions are known.
     pub fn region_count(&self) -> usize {
         self.regions.len()
     }
 
+    /// How many stores are registered.
     pub fn store_count(&self) -> usize {
         self.stores.len()
     }
 
+    /// Every store with its last heartbeat's figures.
     pub fn stores(&self) -> Vec<(Store, StoreStats)> {
         self.stores.values().cloned().collect()
     }
 
+    /// Records a store's heartbeat (region count, sizes), registering the
+    /// store if it was unknown.
     pub fn store_heartbeat(&mut self, stats: StoreStats) {
         let entry = self.stores.entry(stats.store_id).or_insert_with(|| {
             (
@@ -268,49 +301,32 @@ impl Scheduler {
         });
     }
 
+    /// How many heartbeats showed conf_ver move by more than one change at
+    /// once: each is a broken one-change-at-a-time rule (tests expect 0).
     pub fn conf_ver_violations(&self) -> u64 {
         self.conf_ver_violations
     }
 
     fn insert_region(&mut self, info: RegionInfo) {
-        if let Some(old) = self.regions.get(&info.region.id) {
-            let old_end = range_key(&old.region.end_key);
-            if self.ranges.get(&old_end) == Some(&info.region.id) {
-                self.ranges.remove(&old_end);
-            }
-        }
-        // Regions whose range the new one covers are older: drop them.
+        // Regions whose range the new one covers are older: they go from
+        // the metadata before the new one is saved, so a crash in between
+        // loses a region a heartbeat re-teaches, never keeps two views of
+        // one range.
         let overlapped: Vec<RegionId> = self
             .regions
-            .values()
-            .filter(|r| {
-                r.region.id != info.region.id
-                    && ranges_overlap(
-                        &r.region.start_key,
-                        &r.region.end_key,
-                        &info.region.start_key,
-                        &info.region.end_key,
-                    )
-            })
+            .overlapping(&info.region.start_key, &info.region.end_key)
             .map(|r| r.region.id)
+            .filter(|id| *id != info.region.id)
             .collect();
-        for id in overlapped {
-            if let Some(r) = self.regions.remove(&id) {
-                let k = range_key(&r.region.end_key);
-                if self.ranges.get(&k) == Some(&id) {
-                    self.ranges.remove(&k);
-                }
-                if let Some(meta) = &self.meta {
-                    if let Err(e) = meta.delete_region(id) {
-                        warn!(region_id = id, error = %e, "cannot delete region metadata");
-                    }
+        if let Some(meta) = &self.meta {
+            for id in overlapped {
+                if let Err(e) = meta.delete_region(id) {
+                    warn!(region_id = id, error = %e, "cannot delete region metadata");
                 }
             }
-        }
-        if let Some(meta) = &self.meta {
             let changed = self
                 .regions
-                .get(&info.region.id)
+                .get(info.region.id)
                 .is_none_or(|old| old.region != info.region);
             if changed {
                 // Heartbeats re-teach a lost region change; see MetaStore.
@@ -319,9 +335,7 @@ impl Scheduler {
                 }
             }
         }
-        self.ranges
-            .insert(range_key(&info.region.end_key), info.region.id);
-        self.regions.insert(info.region.id, info);
+        self.regions.insert(info);
     }
 
     /// Learns a leader's view of its region. Stale views (older epoch than
@@ -359,7 +373,7 @@ impl Scheduler {
                 left.id, right.id
             )));
         }
-        let old = self.regions.get(&left.id);
+        let old = self.regions.get(left.id);
         let size = old.map_or(0, |r| r.approximate_size / 2);
         let leader = old.and_then(|r| r.leader);
         let right_leader =
@@ -384,7 +398,7 @@ impl Scheduler {
     fn observe_region(&mut self, mut info: RegionInfo) -> Result<(), SchedulerError> {
         let region = &info.region;
         let new_epoch = epoch(region);
-        if let Some(old) = self.regions.get(&region.id) {
+        if let Some(old) = self.regions.get(region.id) {
             let old_epoch = epoch(&old.region);
             if is_epoch_stale(&new_epoch, &old_epoch) {
                 return Err(SchedulerError::StaleRegion {
@@ -402,23 +416,15 @@ impl Scheduler {
                 );
             }
         }
-        for other in self.regions.values() {
-            if other.region.id != region.id
-                && ranges_overlap(
-                    &other.region.start_key,
-                    &other.region.end_key,
-                    &region.start_key,
-                    &region.end_key,
-                )
-                && epoch(&other.region).version > new_epoch.version
-            {
+        for other in self.regions.overlapping(&region.start_key, &region.end_key) {
+            if other.region.id != region.id && epoch(&other.region).version > new_epoch.version {
                 return Err(SchedulerError::StaleRegion {
                     region_id: region.id,
                 });
             }
         }
         if info.leader.is_none() {
-            let known = self.regions.get(&region.id).and_then(|r| r.leader);
+            let known = self.regions.get(region.id).and_then(|r| r.leader);
             info.leader = known.filter(|l| region.peers.contains(l));
         }
         self.insert_region(info);
@@ -431,13 +437,14 @@ impl Scheduler {
         self.operators.insert(region_id, op);
     }
 
+    /// The operator pending for the region, if any.
     pub fn operator(&self, region_id: RegionId) -> Option<&Operator> {
         self.operators.get(&region_id)
     }
 
     /// The operator still to do for the region, dropping it once done.
     fn pending_operator(&mut self, region_id: RegionId) -> Option<RegionHeartbeatResponse> {
-        let info = self.regions.get(&region_id)?;
+        let info = self.regions.get(region_id)?;
         let op = self.operators.get(&region_id)?.clone();
         let target = op.peer.unwrap_or_default();
         let member = info.region.peers.iter().any(|p| p.id == target.id);
@@ -470,21 +477,17 @@ impl Scheduler {
 
     /// The region holding `key`, as last reported.
     pub fn get_region(&self, key: &[u8]) -> Option<RegionInfo> {
-        let id = crate::region::range_lookup(&self.ranges, key)?;
-        let info = self.regions.get(&id)?;
-        key_in_region(key, &info.region).then(|| info.clone())
+        self.regions.locate(key).cloned()
     }
 
+    /// What is known of region `region_id`.
     pub fn get_region_by_id(&self, region_id: RegionId) -> Option<RegionInfo> {
-        self.regions.get(&region_id).cloned()
+        self.regions.get(region_id).cloned()
     }
 
     /// Every known region in key order.
     pub fn regions(&self) -> Vec<RegionInfo> {
-        self.ranges
-            .values()
-            .filter_map(|id| self.regions.get(id).cloned())
-            .collect()
+        self.regions.in_key_order().cloned().collect()
     }
 
     /// Ids for splitting `region`: a new region id and one peer id per peer.

@@ -6,16 +6,13 @@
 use std::io::Write;
 
 use futures::StreamExt;
-use prost::Message as _;
-use protobuf::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::actors::router::Router;
+use crate::peer::Inbound;
 use crate::proto::raft_serverpb::raft_server::Raft;
-use crate::proto::raft_serverpb::{
-    BatchRaftMessage, Done, RaftMessage, SnapshotChunk, SnapshotData,
-};
+use crate::proto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use crate::storage::SnapManager;
 
 /// Largest snapshot file a store accepts.
@@ -37,8 +34,17 @@ impl RaftService {
             .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
     }
 
-    /// Only messages for a peer on this store are delivered.
+    /// Only messages for a peer on this store are delivered; the envelope
+    /// is opened here, once, and a message that does not decode is dropped.
     fn deliver(&self, msg: RaftMessage) {
+        match Inbound::open(msg) {
+            Ok(inbound) => self.deliver_opened(inbound),
+            Err(e) => warn!(error = %e, "undecodable raft message dropped"),
+        }
+    }
+
+    fn deliver_opened(&self, inbound: Inbound) {
+        let msg = &inbound.envelope;
         let to_store = msg.to_peer.map_or(0, |p| p.store_id);
         if to_store != self.router.store_id() || msg.region_id == 0 {
             debug!(
@@ -48,17 +54,8 @@ impl RaftService {
             );
             return;
         }
-        self.router.send_raft_message(msg);
+        self.router.send_raft_message(inbound);
     }
-}
-
-/// The snapshot file named inside a MsgSnapshot envelope.
-fn snapshot_file(msg: &RaftMessage) -> Result<SnapshotData, Status> {
-    let mut m = raft::eraftpb::Message::default();
-    m.merge_from_bytes(&msg.message)
-        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
-    SnapshotData::decode(m.get_snapshot().data.as_ref())
-        .map_err(|e| Status::invalid_argument(format!("bad snapshot data: {e}")))
 }
 
 #[tonic::async_trait]
@@ -88,7 +85,11 @@ impl Raft for RaftService {
         let msg = first
             .message
             .ok_or_else(|| Status::invalid_argument("snapshot stream without its message"))?;
-        let data = snapshot_file(&msg)?;
+        let inbound = Inbound::open(msg)
+            .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+        let data = inbound
+            .snapshot_data()
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot data: {e}")))?;
         if data.file_size > MAX_SNAPSHOT_BYTES {
             return Err(Status::invalid_argument("snapshot too large"));
         }
@@ -139,7 +140,7 @@ impl Raft for RaftService {
             return Err(e);
         }
         debug!(file = %data.file_name, bytes = received, "snapshot received");
-        self.deliver(msg);
+        self.deliver_opened(inbound);
         Ok(Response::new(Done {}))
     }
 }

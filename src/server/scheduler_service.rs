@@ -1,5 +1,5 @@
 //! The Scheduler gRPC service: the scheduler process's face. Every call is
-//! a thin translation onto the same [`Scheduler`] logic the in-process test
+//! a thin translation onto the same [`Scheduler`](crate::scheduler::Scheduler) logic the in-process test
 //! kit uses.
 
 use std::pin::Pin;
@@ -18,10 +18,14 @@ pub struct SchedulerService {
 }
 
 impl SchedulerService {
+    /// A service answering from the scheduler behind `inner`; whoever else
+    /// holds a clone of `inner` sees the same state.
     pub fn new(inner: LocalSchedulerClient) -> SchedulerService {
         SchedulerService { inner }
     }
 
+    /// Wraps the service as a tonic server, ready to be added to a
+    /// `tonic::transport::Server`.
     pub fn into_server(self) -> scheduler_server::SchedulerServer<SchedulerService> {
         scheduler_server::SchedulerServer::new(self)
     }
@@ -269,61 +273,4 @@ impl SchedulerApi for SchedulerService {
         self.inner.with(|s| s.add_operator(req.region_id, op));
         Ok(Response::new(ScheduleOperatorResponse {}))
     }
-}
-
-/// Serves the scheduler keeping its metadata under `data_dir` on `listener`
-/// until `shutdown` resolves, keeping regions at `max_replicas` replicas.
-/// Must run on a tokio runtime.
-pub async fn serve_scheduler(
-    listener: std::net::TcpListener,
-    data_dir: &std::path::Path,
-    max_replicas: usize,
-    status: Option<std::net::TcpListener>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::Result<()> {
-    let meta = crate::scheduler::MetaStore::open(data_dir)?;
-    // Ids 1.. are free in a new cluster; the first node's store id is 1.
-    let mut scheduler = crate::scheduler::Scheduler::open(meta, 1)?;
-    scheduler.set_max_replicas(max_replicas);
-    let client = LocalSchedulerClient::new(scheduler);
-    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(listener) = status {
-        let c = client.clone();
-        let status = move || {
-            let c = c.clone();
-            async move {
-                c.with(|s| {
-                    serde_json::json!({
-                        "cluster_id": s.cluster_id(),
-                        "bootstrapped": s.is_bootstrapped(),
-                        "stores": s.stores().iter().map(|(st, stats)| serde_json::json!({
-                            "id": st.id,
-                            "address": st.address,
-                            "region_count": stats.region_count,
-                        })).collect::<Vec<_>>(),
-                        "regions": s.region_count(),
-                    })
-                })
-            }
-        };
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = status_stopped.await;
-            };
-            if let Err(e) = crate::metrics::serve_status(listener, status, stopped).await {
-                tracing::warn!(error = %e, "status server stopped");
-            }
-        });
-    }
-    let _stop_status = stop_status;
-    let service = SchedulerService::new(client);
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-        .map_err(|e| crate::Error::Internal(format!("cannot serve: {e}")))?;
-    tonic::transport::Server::builder()
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| crate::Error::Internal(format!("scheduler server: {e}")))
 }

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use prost::Message as _;
-use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint};
@@ -26,7 +24,7 @@ use crate::actors::router::Router;
 use crate::actors::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::raft_serverpb::raft_client::RaftClient;
-use crate::proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk, SnapshotData};
+use crate::proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk};
 use crate::scheduler::GrpcSchedulerClient;
 use crate::storage::SnapManager;
 use crate::StoreId;
@@ -229,9 +227,7 @@ impl Inner {
     }
 
     async fn try_send_snapshot(&self, to: StoreId, msg: &RaftMessage) -> Result<()> {
-        let mut m = raft::eraftpb::Message::default();
-        m.merge_from_bytes(&msg.message)?;
-        let data = SnapshotData::decode(m.get_snapshot().data.as_ref())?;
+        let data = crate::peer::message::snapshot_data(msg)?;
         let path = self.snap_mgr.path(&data.file_name)?;
         let file = std::fs::File::open(&path)?;
         let chunk_size = self.chunk_size;

@@ -22,12 +22,20 @@ use prost::Message;
 use super::durable::{write_file_durable, SledSyncer};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::proto::raft_serverpb::{RegionLocalState, StoreIdent};
+use crate::proto::raft_serverpb::StoreIdent;
 
 #[derive(Clone)]
+/// A store's sled database and its two trees; cheap to clone, every clone
+/// shares the same database. Nothing written is durable until
+/// [`Engines::flush`] returns.
 pub struct Engines {
+    /// The whole database, for what spans both trees (its size on disk).
     pub db: sled::Db,
+    /// User data of every region, with the apply states, region states,
+    /// client sessions and the store ident (layouts in [`crate::keys`]).
     pub kv: sled::Tree,
+    /// Every region's raft log entries and raft state (layouts in
+    /// [`crate::keys`]).
     pub raft: sled::Tree,
     syncer: Arc<SledSyncer>,
     dir: PathBuf,
@@ -66,6 +74,8 @@ impl Engines {
         Ok(engines)
     }
 
+    /// The directory the engines were opened in: it holds the database
+    /// (`db/`) and the identity file.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -76,6 +86,8 @@ impl Engines {
         self.syncer.flush(&self.db)
     }
 
+    /// The store's identity as the database records it; `None` for a store
+    /// that has not been given an id yet.
     pub fn store_ident(&self) -> Result<Option<StoreIdent>> {
         get_msg(&self.kv, &keys::store_ident_key())
     }
@@ -131,18 +143,8 @@ impl Engines {
         }
     }
 
-    /// Every region state persisted on this store, tombstones included.
-    pub fn region_states(&self) -> Result<Vec<RegionLocalState>> {
-        let (lo, hi) = keys::region_meta_range();
-        let mut out = Vec::new();
-        for kv in self.kv.range(lo..hi) {
-            let (_, v) = kv?;
-            out.push(RegionLocalState::decode(v.as_ref())?);
-        }
-        Ok(out)
-    }
-
-    /// A direct read of one user key in the default column family.
+    /// A direct read of one user key in column family `cf`, bypassing raft
+    /// (the test kit reads replicas with it).
     pub fn get_data(&self, cf: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.kv.get(keys::data_key(cf, key))?.map(|v| v.to_vec()))
     }

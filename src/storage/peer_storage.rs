@@ -23,8 +23,9 @@ use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState, SnapshotData,
 };
-use crate::storage::engine::{delete_data_range, get_msg, Engines};
+use crate::storage::engine::{delete_data_range, Engines};
 use crate::storage::snapshot::{self, SnapManager};
+use crate::storage::state;
 use crate::storage::tasks::{LogDeletion, SnapshotTask, Task};
 use crate::storage::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 use crate::{PeerId, RegionId, StoreId};
@@ -45,7 +46,12 @@ pub struct AppliedSnapshot {
     pub region: Region,
 }
 
+/// One region replica's durable raft state (log, hard state, apply state
+/// and region meta) over the store's engines; raft-rs reads it through
+/// [`raft::Storage`] and the peer writes it through the methods below.
 pub struct PeerStorage {
+    /// The store's sled trees, shared with every other peer of the store;
+    /// the peer's apply path writes user data and apply state through them.
     pub engines: Engines,
     snap_mgr: SnapManager,
     store_id: StoreId,
@@ -55,6 +61,9 @@ pub struct PeerStorage {
     hard_state: HardState,
     last_index: u64,
     last_term: u64,
+    /// How far this replica has applied and truncated its log, and the
+    /// commit point it had seen; the apply path advances it and writes it in
+    /// the same kv batch as the data it covers.
     pub apply_state: RaftApplyState,
     snap_state: RefCell<SnapState>,
     /// The last snapshot generated, reused while it is recent enough.
@@ -87,9 +96,9 @@ pub fn write_initial_states(engines: &Engines, region: &Region) -> Result<()> {
         last_index: RAFT_INIT_LOG_INDEX,
         last_term: RAFT_INIT_LOG_TERM,
     };
-    engines
-        .raft
-        .insert(keys::raft_state_key(region.id), raft_state.encode_to_vec())?;
+    let mut raft = sled::Batch::default();
+    state::put_raft_state(&mut raft, region.id, &raft_state);
+    engines.raft.apply_batch(raft)?;
     engines.flush()
 }
 
@@ -107,12 +116,12 @@ pub fn write_initial_apply_states(region: &Region, kv: &mut sled::Batch) {
         commit_index: RAFT_INIT_LOG_INDEX,
         commit_term: RAFT_INIT_LOG_TERM,
     };
-    let state = RegionLocalState {
+    let region_state = RegionLocalState {
         state: PeerState::Normal as i32,
         region: Some(region.clone()),
     };
-    kv.insert(keys::apply_state_key(region.id), apply.encode_to_vec());
-    kv.insert(keys::region_state_key(region.id), state.encode_to_vec());
+    state::put_apply_state(kv, region.id, &apply);
+    state::put_region_state(kv, region.id, &region_state);
 }
 
 /// Deletes a region's whole raft log and its raft state in one batch.
@@ -123,7 +132,7 @@ fn wipe_raft_state(engines: &Engines, region_id: RegionId) -> Result<()> {
     for item in engines.raft.range(lo..=hi) {
         wb.remove(item?.0);
     }
-    wb.remove(keys::raft_state_key(region_id));
+    state::delete_raft_state(&mut wb, region_id);
     engines.raft.apply_batch(wb)?;
     Ok(())
 }
@@ -137,9 +146,9 @@ impl PeerStorage {
         region: Region,
     ) -> Result<PeerStorage> {
         let raft_state: RaftLocalState =
-            get_msg(&engines.raft, &keys::raft_state_key(region.id))?.unwrap_or_default();
+            state::raft_state(&engines.raft, region.id)?.unwrap_or_default();
         let apply_state: RaftApplyState =
-            get_msg(&engines.kv, &keys::apply_state_key(region.id))?.unwrap_or_default();
+            state::apply_state(&engines.kv, region.id)?.unwrap_or_default();
         let mut hard_state = HardState::default();
         if !raft_state.hard_state.is_empty() {
             hard_state.merge_from_bytes(&raft_state.hard_state)?;
@@ -188,18 +197,24 @@ impl PeerStorage {
         Ok(storage)
     }
 
+    /// The id of the region this storage belongs to.
     pub fn region_id(&self) -> RegionId {
         self.region.id
     }
 
+    /// Whether the region meta lists any peer; false for a replica created
+    /// from a message that still waits for its first snapshot.
     pub fn is_initialized(&self) -> bool {
         !self.region.peers.is_empty()
     }
 
+    /// The index of the last log entry applied to the kv tree.
     pub fn applied_index(&self) -> u64 {
         self.apply_state.applied_index
     }
 
+    /// The index of the last entry removed from the log by compaction (or
+    /// covered by a snapshot); 0 when nothing has been truncated.
     pub fn truncated_index(&self) -> u64 {
         self.apply_state
             .truncated_state
@@ -207,6 +222,8 @@ impl PeerStorage {
             .map_or(0, |t| t.index)
     }
 
+    /// The term of the entry at [`truncated_index`](Self::truncated_index);
+    /// 0 when nothing has been truncated.
     pub fn truncated_term(&self) -> u64 {
         self.apply_state
             .truncated_state
@@ -214,14 +231,20 @@ impl PeerStorage {
             .map_or(0, |t| t.term)
     }
 
+    /// The index of the first entry still held in the log (one past the
+    /// truncated index).
     pub fn first_index(&self) -> u64 {
         self.truncated_index() + 1
     }
 
+    /// The index of the last entry written to the log (written to the raft
+    /// tree, not necessarily fsynced yet).
     pub fn last_index(&self) -> u64 {
         self.last_index
     }
 
+    /// The store's snapshot directory, where snapshot files for this region
+    /// are generated and received.
     pub fn snap_manager(&self) -> &SnapManager {
         &self.snap_mgr
     }
@@ -261,10 +284,7 @@ impl PeerStorage {
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }
-        raft_wb.insert(
-            keys::raft_state_key(self.region.id),
-            self.raft_state()?.encode_to_vec(),
-        );
+        state::put_raft_state(&mut raft_wb, self.region.id, &self.raft_state()?);
         self.engines.raft.apply_batch(raft_wb)?;
         Ok(applied)
     }
@@ -326,15 +346,12 @@ impl PeerStorage {
             commit_index: meta.index,
             commit_term: meta.term,
         };
-        let state = RegionLocalState {
+        let region_state = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
         };
-        kv_wb.insert(
-            keys::apply_state_key(region.id),
-            apply_state.encode_to_vec(),
-        );
-        kv_wb.insert(keys::region_state_key(region.id), state.encode_to_vec());
+        state::put_apply_state(&mut kv_wb, region.id, &apply_state);
+        state::put_region_state(&mut kv_wb, region.id, &region_state);
         self.engines.kv.apply_batch(kv_wb)?;
 
         for idx in self.first_index()..=self.last_index {
@@ -419,9 +436,8 @@ impl PeerStorage {
     /// peer that never held a log (only a hard state with its vote) is kept:
     /// forgetting a vote could let it vote twice in one term.
     pub fn clear_stale_log(engines: &Engines, region_id: RegionId) -> Result<()> {
-        let state: Option<RaftLocalState> =
-            get_msg(&engines.raft, &keys::raft_state_key(region_id))?;
-        if state.is_none_or(|s| s.last_index == 0) {
+        let raft_state = state::raft_state(&engines.raft, region_id)?;
+        if raft_state.is_none_or(|s| s.last_index == 0) {
             return Ok(());
         }
         wipe_raft_state(engines, region_id)
@@ -449,12 +465,12 @@ impl PeerStorage {
         let mut kv_wb = sled::Batch::default();
         self.delete_own_data(&mut kv_wb)?;
         crate::storage::sessions::delete_sessions(&self.engines.kv, region_id, &mut kv_wb)?;
-        kv_wb.remove(keys::apply_state_key(region_id));
-        let state = RegionLocalState {
+        state::delete_apply_state(&mut kv_wb, region_id);
+        let tombstone = RegionLocalState {
             state: PeerState::Tombstone as i32,
             region: Some(tombstone),
         };
-        kv_wb.insert(keys::region_state_key(region_id), state.encode_to_vec());
+        state::put_region_state(&mut kv_wb, region_id, &tombstone);
         self.engines.kv.apply_batch(kv_wb)?;
         wipe_raft_state(&self.engines, region_id)
     }

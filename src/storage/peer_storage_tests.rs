@@ -204,10 +204,9 @@ fn split_born_region_starts_at_the_initial_index_and_keeps_its_vote() {
         last_index: 0,
         last_term: 0,
     };
-    engines
-        .raft
-        .insert(keys::raft_state_key(3), raft_state.encode_to_vec())
-        .unwrap();
+    let mut wb = sled::Batch::default();
+    state::put_raft_state(&mut wb, 3, &raft_state);
+    engines.raft.apply_batch(wb).unwrap();
 
     let fresh = PeerStorage::new(engines.clone(), mgr.clone(), 1, born(2)).unwrap();
     let st = fresh.initial_state().unwrap();
@@ -251,10 +250,9 @@ fn compacted_entries_are_deleted_now_or_at_the_next_start() {
     // A crash after the truncation to 10 was recorded, before its deletion.
     s.apply_state.truncated_state = Some(RaftTruncatedState { index: 10, term: 6 });
     let engines = s.engines.clone();
-    engines
-        .kv
-        .insert(keys::apply_state_key(1), s.apply_state.encode_to_vec())
-        .unwrap();
+    let mut wb = sled::Batch::default();
+    state::put_apply_state(&mut wb, 1, &s.apply_state);
+    engines.kv.apply_batch(wb).unwrap();
     drop(s);
     let mgr = SnapManager::new(dir.path().join("snap")).unwrap();
     let s = PeerStorage::new(engines, mgr, 1, region()).unwrap();

@@ -38,11 +38,14 @@ pub struct SnapManager {
 }
 
 impl SnapManager {
+    /// Manages the snapshot files in `dir`, creating the directory (durably)
+    /// if it does not exist yet.
     pub fn new(dir: PathBuf) -> Result<SnapManager> {
         create_dir_all_durable(&dir)?;
         Ok(SnapManager { dir })
     }
 
+    /// The directory holding this store's snapshot files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -63,6 +66,9 @@ impl SnapManager {
         Ok(self.dir.join(name))
     }
 
+    /// The file name of the snapshot that `store_id` generates of
+    /// `region_id` at log position (`term`, `index`); [`SnapManager::path`]
+    /// accepts every name it makes.
     pub fn file_name(store_id: u64, region_id: RegionId, term: u64, index: u64) -> String {
         format!("snap_{store_id}_{region_id}_{term}_{index}.sst")
     }

@@ -5,11 +5,11 @@ use tracing::{debug, info, warn};
 
 use super::StoreEnv;
 use crate::error::Result;
-use crate::keys;
+use crate::peer::Inbound;
 use crate::proto::metapb::{self, Region};
-use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use crate::proto::raft_serverpb::PeerState;
 use crate::region::{find_peer, is_epoch_stale};
-use crate::storage::engine::get_msg;
+use crate::storage::state;
 use crate::storage::PeerStorage;
 
 /// The regions whose peers a store starts with: every Normal region that
@@ -18,7 +18,7 @@ use crate::storage::PeerStorage;
 /// here instead.
 pub fn regions_to_start(env: &StoreEnv) -> Result<Vec<Region>> {
     let mut out = Vec::new();
-    for state in env.engines.region_states()? {
+    for state in state::region_states(&env.engines.kv)? {
         let Some(region) = state.region else { continue };
         if state.state != PeerState::Normal as i32 {
             continue;
@@ -48,18 +48,18 @@ pub fn regions_to_start(env: &StoreEnv) -> Result<Vec<Region>> {
 /// overlaps no region this store holds. The peer starts uninitialized and
 /// is caught up by a snapshot; it joins the range map only then. Clears a
 /// raft log an earlier peer of the region left behind.
-pub fn peer_to_create(env: &StoreEnv, msg: &RaftMessage) -> Result<Option<metapb::Peer>> {
+pub fn peer_to_create(env: &StoreEnv, inbound: &Inbound) -> Result<Option<metapb::Peer>> {
+    let msg = &inbound.envelope;
     let Some(to) = msg.to_peer.filter(|p| p.store_id == env.store_id) else {
         return Ok(None);
     };
     if msg.is_tombstone || env.meta.lock().contains(msg.region_id) {
         return Ok(None);
     }
-    if !is_initial_message(msg) {
+    if !is_initial_message(inbound) {
         return Ok(None);
     }
-    let state: Option<RegionLocalState> =
-        get_msg(&env.engines.kv, &keys::region_state_key(msg.region_id))?;
+    let state = state::region_state(&env.engines.kv, msg.region_id)?;
     if let Some(state) = state {
         let local = state.region.unwrap_or_default();
         let stale = state.state != PeerState::Tombstone as i32
@@ -142,16 +142,14 @@ pub fn on_split_applied(env: &StoreEnv, left: Region, right: Option<Region>) -> 
 /// A leader's or candidate's first contact: the only messages that may create
 /// a peer (a heartbeat to a new member carries commit 0, since nothing is
 /// known to be replicated there).
-fn is_initial_message(msg: &RaftMessage) -> bool {
-    use protobuf::Message as _;
-    use raft::eraftpb::{Message, MessageType};
-    let t = msg.msg_type;
-    if t == MessageType::MsgRequestVote as i32 || t == MessageType::MsgRequestPreVote as i32 {
-        return true;
-    }
-    if t != MessageType::MsgHeartbeat as i32 {
+fn is_initial_message(inbound: &Inbound) -> bool {
+    use raft::eraftpb::MessageType;
+    if inbound.envelope.is_tombstone {
         return false;
     }
-    let mut m = Message::default();
-    m.merge_from_bytes(&msg.message).is_ok() && m.commit == 0
+    match inbound.msg.get_msg_type() {
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => true,
+        MessageType::MsgHeartbeat => inbound.msg.commit == 0,
+        _ => false,
+    }
 }

@@ -1,6 +1,6 @@
-//! `StoreMeta`: the store's region map (region id -> region) and range map
-//! (end key -> region id), shared read-mostly between the store actor and its
-//! peers.
+//! `StoreMeta`: the store's regions in a [`RegionMap`] (by id, and by range
+//! for the initialized ones), shared read-mostly between the store actor and
+//! its peers, plus the ranges reserved by accepted snapshots.
 //!
 //! Only the `StoreActor` changes regions and ranges, in the order it receives
 //! the peers' reports, so a range is always claimed by at most one region.
@@ -13,81 +13,85 @@
 //! direction: a split's left half still covers the right half until the
 //! store records both, so a snapshot or a new peer for the right half waits.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tracing::error;
 
 use crate::proto::metapb::Region;
-use crate::region::{range_key, ranges_overlap};
+use crate::region::{ranges_overlap, RegionMap};
 use crate::RegionId;
 
+/// The store's `StoreMeta`, shared by the store actor and its peers.
 pub type SharedStoreMeta = Arc<Mutex<StoreMeta>>;
 
+/// The store's regions and the ranges they claim (see the module docs).
 #[derive(Debug, Default)]
 pub struct StoreMeta {
-    /// Every region with a peer on this store, initialized or not.
-    regions: HashMap<RegionId, Region>,
-    /// Initialized regions by end key; their ranges never overlap.
-    ranges: BTreeMap<Vec<u8>, RegionId>,
+    /// Every region with a peer on this store, initialized or not; the
+    /// initialized ones claim ranges that never overlap.
+    regions: RegionMap<Region>,
     /// Ranges of snapshots accepted by a peer and not yet recorded.
     pending_snapshots: HashMap<RegionId, Region>,
 }
 
 impl StoreMeta {
+    /// The latest recorded meta of region `region_id`.
     pub fn region(&self, region_id: RegionId) -> Option<&Region> {
-        self.regions.get(&region_id)
+        self.regions.get(region_id)
     }
 
+    /// Whether this store has a peer of region `region_id`.
     pub fn contains(&self, region_id: RegionId) -> bool {
-        self.regions.contains_key(&region_id)
+        self.regions.contains(region_id)
     }
 
+    /// How many regions have a peer here.
     pub fn len(&self) -> usize {
         self.regions.len()
     }
 
+    /// Whether no region has a peer here.
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
     }
 
     /// Records a region's latest meta (an uninitialized one has no range);
-    /// a snapshot reservation for it is fulfilled.
+    /// a snapshot reservation for it is fulfilled. A range overlapping
+    /// another region's is a broken invariant (the store records a split's
+    /// left half before its right, and admission refuses overlapping
+    /// snapshots): it is reported and the older claim kept, so the view
+    /// still lags in the safe direction.
     pub fn set_region(&mut self, region: Region) {
-        self.remove_range(region.id);
         self.pending_snapshots.remove(&region.id);
-        if !region.peers.is_empty() {
-            self.ranges.insert(range_key(&region.end_key), region.id);
+        if let Err((region, overlapped)) = self.regions.try_insert(region) {
+            error!(
+                region_id = region.id,
+                ?overlapped,
+                "region meta overlaps other regions of this store; keeping the older claim"
+            );
         }
-        self.regions.insert(region.id, region);
     }
 
+    /// Forgets region `region_id` (its peer was destroyed) and any
+    /// reservation it held.
     pub fn remove_region(&mut self, region_id: RegionId) -> Option<Region> {
-        self.remove_range(region_id);
         self.pending_snapshots.remove(&region_id);
-        self.regions.remove(&region_id)
-    }
-
-    fn remove_range(&mut self, region_id: RegionId) {
-        if let Some(old) = self.regions.get(&region_id) {
-            let k = range_key(&old.end_key);
-            if self.ranges.get(&k) == Some(&region_id) {
-                self.ranges.remove(&k);
-            }
-        }
+        self.regions.remove(region_id)
     }
 
     /// Regions other than `except` whose range, held or reserved for a
     /// snapshot, overlaps `[start, end)`.
     pub fn overlapping(&self, start: &[u8], end: &[u8], except: RegionId) -> Vec<RegionId> {
-        let held = self.ranges.values().filter_map(|id| self.regions.get(id));
-        let reserved = self.pending_snapshots.values();
-        let mut ids: Vec<RegionId> = held
-            .chain(reserved)
-            .filter(|r| r.id != except && ranges_overlap(&r.start_key, &r.end_key, start, end))
-            .map(|r| r.id)
-            .collect();
+        let held = self.regions.overlapping(start, end).map(|r| r.id);
+        let reserved = self
+            .pending_snapshots
+            .values()
+            .filter(|r| ranges_overlap(&r.start_key, &r.end_key, start, end))
+            .map(|r| r.id);
+        let mut ids: Vec<RegionId> = held.chain(reserved).filter(|id| *id != except).collect();
+        ids.sort_unstable();
         ids.dedup();
         ids
     }
@@ -105,16 +109,7 @@ impl StoreMeta {
     /// The region split off the right of `region`, if this store holds it:
     /// a client with a stale epoch learns both halves at once.
     pub fn right_sibling(&self, region: &Region) -> Option<&Region> {
-        if region.end_key.is_empty() {
-            return None;
-        }
-        let after = (
-            Bound::Excluded(range_key(&region.end_key)),
-            Bound::Unbounded,
-        );
-        let id = self.ranges.range(after).next()?.1;
-        let r = self.regions.get(id)?;
-        (r.start_key == region.end_key).then_some(r)
+        self.regions.right_neighbor(region)
     }
 }
 

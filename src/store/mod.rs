@@ -19,9 +19,13 @@ pub use meta::{SharedStoreMeta, StoreMeta};
 /// configured, where its data lives, and its range map.
 #[derive(Clone)]
 pub struct StoreEnv {
+    /// The store every peer here belongs to.
     pub store_id: StoreId,
+    /// The store's configuration (ticks, limits, sizes).
     pub cfg: Arc<Config>,
+    /// The store's sled database (kv and raft trees).
     pub engines: Engines,
+    /// Where the store's snapshot files live.
     pub snap_mgr: SnapManager,
     /// Written by the store's supervisor only; peers read it and reserve
     /// snapshot ranges in it.

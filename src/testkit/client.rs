@@ -294,6 +294,10 @@ impl Cluster {
         )))
     }
 
+    /// Writes `value` under `key` in column family `cf` (one of the
+    /// `keys::CF_*` bytes; any other byte means the default family). Retries
+    /// for up to 60 s within one client session, so the write applies exactly
+    /// once; errs with a timeout if the cluster never takes it.
     pub async fn put_cf(&self, cf: u8, key: &[u8], value: &[u8]) -> Result<()> {
         let r = Request {
             cmd_type: CmdType::Put as i32,
@@ -307,16 +311,21 @@ impl Cluster {
         self.request(key, vec![r]).await.map(|_| ())
     }
 
+    /// Writes `value` under `key` in the default column family; panics if
+    /// the write does not succeed within the request deadline (60 s).
     pub async fn must_put(&self, key: &[u8], value: &[u8]) {
         self.must_put_cf(keys::CF_DEFAULT, key, value).await
     }
 
+    /// [`Cluster::put_cf`] that panics instead of returning an error.
     pub async fn must_put_cf(&self, cf: u8, key: &[u8], value: &[u8]) {
         if let Err(e) = self.put_cf(cf, key, value).await {
             panic!("put {:?}: {e}", String::from_utf8_lossy(key));
         }
     }
 
+    /// A linearizable read of `key` in column family `cf`; `None` when the
+    /// key is absent. Retries for up to 60 s, then errs with a timeout.
     pub async fn get_cf(&self, cf: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let r = Request {
             cmd_type: CmdType::Get as i32,
@@ -343,22 +352,30 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("get {:?}: {e}", String::from_utf8_lossy(key)))
     }
 
+    /// A linearizable read of `key` in the default column family; panics if
+    /// the key is absent or the read does not succeed within 60 s.
     pub async fn must_get(&self, key: &[u8]) -> Vec<u8> {
         self.get(key)
             .await
             .unwrap_or_else(|| panic!("key {:?} not found", String::from_utf8_lossy(key)))
     }
 
+    /// Deletes `key` from the default column family; panics if the delete
+    /// does not succeed within the request deadline (60 s).
     pub async fn must_delete(&self, key: &[u8]) {
         self.must_delete_cf(keys::CF_DEFAULT, key).await
     }
 
+    /// [`Cluster::delete_cf`] that panics instead of returning an error.
     pub async fn must_delete_cf(&self, cf: u8, key: &[u8]) {
         if let Err(e) = self.delete_cf(cf, key).await {
             panic!("delete {:?}: {e}", String::from_utf8_lossy(key));
         }
     }
 
+    /// Deletes `key` from column family `cf`; deleting an absent key
+    /// succeeds. Retries for up to 60 s within one client session, so it
+    /// applies exactly once; errs with a timeout if the cluster never takes it.
     pub async fn delete_cf(&self, cf: u8, key: &[u8]) -> Result<()> {
         let r = Request {
             cmd_type: CmdType::Delete as i32,

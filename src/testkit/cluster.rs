@@ -20,8 +20,8 @@ use crate::keys;
 use crate::proto::metapb::{Peer, Region, RegionEpoch, Store};
 use crate::proto::raft_serverpb::{RaftApplyState, RegionLocalState, StoreIdent};
 use crate::scheduler::{LocalSchedulerClient, RegionInfo, Scheduler};
-use crate::storage::engine::get_msg;
 use crate::storage::peer_storage::write_initial_states;
+use crate::storage::state;
 use crate::storage::{Engines, SnapManager};
 use crate::{RegionId, StoreId};
 
@@ -58,7 +58,8 @@ pub(crate) struct Inner {
     pub(crate) count: u64,
     pub(crate) cfg: Arc<Config>,
     dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// The temporary data directory, removed on drop (kept if a test failed).
+    tmp: Option<tempfile::TempDir>,
     pub(crate) scheduler: LocalSchedulerClient,
     pub(crate) net: Arc<SimNetwork>,
     stores: Mutex<HashMap<StoreId, RunningStore>>,
@@ -67,6 +68,25 @@ pub(crate) struct Inner {
     pub(crate) leaders: Mutex<HashMap<RegionId, Peer>>,
     /// Idle client sessions of the retrying helpers.
     pub(crate) sessions: Mutex<Vec<crate::proto::raft_cmdpb::Session>>,
+}
+
+impl Drop for Inner {
+    /// A test that panics drops its cluster with the stores still running:
+    /// removing their directory under them would fail a store flush, which
+    /// aborts the whole test process (`durable::flush_failed`) and hides
+    /// the failure's message. The directory is kept instead, and named, so
+    /// the failed run's data can be inspected.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(tmp) = self.tmp.take() {
+                let kept = tmp.keep();
+                eprintln!(
+                    "tessel test kit: test failed; its data is kept in {}",
+                    kept.display()
+                );
+            }
+        }
+    }
 }
 
 /// An in-process cluster of `count` stores (ids 1..=count). See the module docs.
@@ -132,7 +152,7 @@ impl Cluster {
                 count,
                 cfg: Arc::new(cfg),
                 dir,
-                _tmp: tmp,
+                tmp,
                 scheduler: LocalSchedulerClient::new(Scheduler::new(count + 1)),
                 net,
                 stores: Mutex::new(HashMap::new()),
@@ -153,6 +173,8 @@ impl Cluster {
         &self.inner.cfg
     }
 
+    /// The ids of every store of the cluster, `1..=count`, whether it is
+    /// running or not.
     pub fn store_ids(&self) -> Vec<StoreId> {
         (1..=self.inner.count).collect()
     }
@@ -359,10 +381,13 @@ impl Cluster {
         }
     }
 
+    /// Installs a fault on the simulated network; from now on a raft message
+    /// between stores is delivered only if every installed filter lets it pass.
     pub fn add_filter(&self, f: Filter) {
         self.inner.net.add_filter(f);
     }
 
+    /// Removes every installed filter: the network delivers everything again.
     pub fn clear_filters(&self) {
         self.inner.net.clear_filters();
     }
@@ -389,6 +414,8 @@ impl Cluster {
         self.store_get_cf(store_id, keys::CF_DEFAULT, key)
     }
 
+    /// A direct read of one store's data in column family `cf`, bypassing
+    /// raft; `None` if the key is absent or the store is not running.
     pub fn store_get_cf(&self, store_id: StoreId, cf: u8, key: &[u8]) -> Option<Vec<u8>> {
         self.engines(store_id)?
             .get_data(cf, key)
@@ -416,20 +443,18 @@ impl Cluster {
         }
     }
 
+    /// Store `store_id`'s recorded apply state of region `region_id`, read
+    /// from its kv tree; `None` if the store is not running or holds none.
     pub fn apply_state(&self, store_id: StoreId, region_id: RegionId) -> Option<RaftApplyState> {
-        get_msg(
-            &self.engines(store_id)?.kv,
-            &keys::apply_state_key(region_id),
-        )
-        .expect("apply state is readable")
+        state::apply_state(&self.engines(store_id)?.kv, region_id).expect("apply state is readable")
     }
 
+    /// Store `store_id`'s recorded `RegionLocalState` of region `region_id`
+    /// (range, peers, normal or tombstone), read from its kv tree; `None` if
+    /// the store is not running or holds none.
     pub fn region_state(&self, store_id: StoreId, region_id: RegionId) -> Option<RegionLocalState> {
-        get_msg(
-            &self.engines(store_id)?.kv,
-            &keys::region_state_key(region_id),
-        )
-        .expect("region state is readable")
+        state::region_state(&self.engines(store_id)?.kv, region_id)
+            .expect("region state is readable")
     }
 
     /// Flushes counted by the store writers since the stores first started.

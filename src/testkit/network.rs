@@ -12,16 +12,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use prost::Message as _;
-use protobuf::Message as _;
-use raft::eraftpb::{self, MessageType};
+use raft::eraftpb::MessageType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, warn};
 
 use crate::actors::router::Router;
 use crate::actors::transport::Transport;
-use crate::proto::raft_serverpb::{RaftMessage, SnapshotData};
+use crate::peer::message::{self, Inbound};
+use crate::proto::raft_serverpb::RaftMessage;
 use crate::storage::snapshot::copy_in_chunks;
 use crate::storage::SnapManager;
 use crate::StoreId;
@@ -159,7 +158,7 @@ impl SimNetwork {
             }
         };
         if !is_snapshot {
-            dst.router.send_raft_message(msg);
+            deliver_to(&dst.router, msg);
             return;
         }
         // The snapshot file goes first, in chunks, off every actor's thread;
@@ -176,7 +175,7 @@ impl SimNetwork {
                     Ok(bytes) => {
                         debug!(file = %name, bytes, "snapshot file sent");
                         src.router.report_snapshot(&msg, true);
-                        dst.router.send_raft_message(msg);
+                        deliver_to(&dst.router, msg);
                     }
                     Err(e) => {
                         warn!(file = %name, error = %e, "snapshot file not sent");
@@ -194,10 +193,16 @@ impl SimNetwork {
 
 /// The file name inside a MsgSnapshot.
 fn snapshot_file(msg: &RaftMessage) -> Option<String> {
-    let mut m = eraftpb::Message::default();
-    m.merge_from_bytes(&msg.message).ok()?;
-    let data = SnapshotData::decode(m.get_snapshot().data.as_ref()).ok()?;
-    Some(data.file_name)
+    message::snapshot_data(msg).ok().map(|d| d.file_name)
+}
+
+/// Opens the envelope (once, as a node's Raft service does) and hands it
+/// to the receiving store.
+fn deliver_to(router: &Router, msg: RaftMessage) {
+    match Inbound::open(msg) {
+        Ok(inbound) => router.send_raft_message(inbound),
+        Err(e) => warn!(error = %e, "undecodable raft message dropped"),
+    }
 }
 
 struct SimTransport {

@@ -13,7 +13,7 @@ const CORE: &[&str] = &[
     "src/storage",
     "src/store",
     "src/keys.rs",
-    "src/region.rs",
+    "src/region",
 ];
 const NOT_IN_CORE: &[&str] = &[
     "actix",

@@ -1,6 +1,6 @@
 //! The long-running subcommands: `tessel scheduler`, `tessel node` and the
 //! networked `tessel playground`. Each parses its flags (and the node's
-//! configuration file), starts the service from `tessel::server` and runs
+//! configuration file), starts the process from `tessel::process` and runs
 //! until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
@@ -101,7 +101,7 @@ pub fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
             None => None,
         };
         println!("tessel scheduler serving at {}", listener.local_addr()?);
-        tessel::server::scheduler_service::serve_scheduler(
+        tessel::process::scheduler::serve_scheduler(
             listener,
             &data_dir,
             max_replicas,
@@ -140,7 +140,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         let data_dir = data_dir
             .or(file.data_dir.clone())
             .context("--data-dir (or data_dir in the config file) is required")?;
-        let opts = tessel::server::node::NodeOptions {
+        let opts = tessel::process::node::NodeOptions {
             addr: addr
                 .or(file.addr)
                 .unwrap_or_else(|| "127.0.0.1:20160".parse().expect("a valid address")),
@@ -152,7 +152,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             cfg,
             new_store,
         };
-        let node = tessel::server::node::Node::start(opts).await?;
+        let node = tessel::process::node::Node::start(opts).await?;
         if let Some(s) = node.status_addr {
             println!("tessel node: status at {s}");
         }
@@ -185,7 +185,7 @@ pub fn playground(args: PlaygroundArgs) -> anyhow::Result<()> {
         return actix::System::new().block_on(crate::shell::playground(stores, data_dir));
     }
     actix::System::new().block_on(async move {
-        let cluster = tessel::server::local::LocalCluster::start(
+        let cluster = tessel::process::local::LocalCluster::start(
             stores as usize,
             scheduler_addr,
             node_addr,

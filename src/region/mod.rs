@@ -1,4 +1,9 @@
-//! Helpers over region metadata: ranges, epochs and peers.
+//! Helpers over region metadata: ranges, epochs and peers; and
+//! [`RegionMap`] (`map.rs`), the one range map every layer keeps regions in.
+
+mod map;
+
+pub use map::{RegionMap, Regional};
 
 use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb::{Peer, Region, RegionEpoch};
@@ -9,10 +14,12 @@ pub fn exceeds_end_key(key: &[u8], end_key: &[u8]) -> bool {
     !end_key.is_empty() && key >= end_key
 }
 
+/// True when `key` is in `[start_key, end_key)` of `region`.
 pub fn key_in_region(key: &[u8], region: &Region) -> bool {
     key >= region.start_key.as_slice() && !exceeds_end_key(key, &region.end_key)
 }
 
+/// `KeyNotInRegion` (with the region's range) unless `key` is in `region`.
 pub fn check_key_in_region(key: &[u8], region: &Region) -> Result<()> {
     if key_in_region(key, region) {
         Ok(())
@@ -36,36 +43,7 @@ fn exceeds_end_key_or_inf(start: &[u8], end: &[u8]) -> bool {
     end.is_empty() || start < end
 }
 
-/// A region's end key as a map key ordering regions by range: an empty end
-/// (+infinity) sorts after every other end key. The region of a key `k` is
-/// the first entry strictly above `0x00 k` (a key is never +infinity).
-pub fn range_key(end_key: &[u8]) -> Vec<u8> {
-    if end_key.is_empty() {
-        vec![1]
-    } else {
-        let mut k = Vec::with_capacity(end_key.len() + 1);
-        k.push(0);
-        k.extend_from_slice(end_key);
-        k
-    }
-}
-
-/// The id of the entry of a range map (keyed by [`range_key`]) whose range
-/// may hold `key`: the first end key above it. The caller checks the start.
-pub fn range_lookup(ranges: &std::collections::BTreeMap<Vec<u8>, u64>, key: &[u8]) -> Option<u64> {
-    // A key (unlike an end key) is never +infinity, even when empty.
-    let mut lookup = Vec::with_capacity(key.len() + 1);
-    lookup.push(0);
-    lookup.extend_from_slice(key);
-    ranges
-        .range((
-            std::ops::Bound::Excluded(lookup),
-            std::ops::Bound::Unbounded,
-        ))
-        .next()
-        .map(|(_, id)| *id)
-}
-
+/// The region's epoch (zero if it has none).
 pub fn epoch(region: &Region) -> RegionEpoch {
     region.region_epoch.unwrap_or_default()
 }
@@ -104,10 +82,12 @@ pub fn check_epoch(
     Ok(())
 }
 
+/// The region's peer on store `store_id`, if it has one.
 pub fn find_peer(region: &Region, store_id: StoreId) -> Option<&Peer> {
     region.peers.iter().find(|p| p.store_id == store_id)
 }
 
+/// The region's peer with id `peer_id`, if it is a member.
 pub fn find_peer_by_id(region: &Region, peer_id: PeerId) -> Option<&Peer> {
     region.peers.iter().find(|p| p.id == peer_id)
 }

@@ -14,20 +14,20 @@ use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use super::kv_service::KvService;
-use super::raft_service::RaftService;
-use super::transport::GrpcTransport;
 use crate::actors::router::Router;
 use crate::actors::store_actor::{start_store, StoreContext};
 use crate::actors::writer_actor::{WriterActor, WriterStats};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::proto::metapb::{Peer, Region, RegionEpoch, Store};
 use crate::proto::raft_serverpb::StoreIdent;
 use crate::scheduler::GrpcSchedulerClient;
 use crate::scheduler::SchedulerClient;
+use crate::server::kv_service::KvService;
+use crate::server::raft_service::RaftService;
+use crate::server::transport::GrpcTransport;
 use crate::storage::peer_storage::write_initial_states;
+use crate::storage::state;
 use crate::storage::{Engines, SnapManager};
 use crate::StoreId;
 
@@ -43,9 +43,12 @@ pub struct NodeOptions {
     pub addr: SocketAddr,
     /// The scheduler's address (host:port).
     pub scheduler: String,
+    /// The node's directory: the store's database goes in `store/`, its
+    /// snapshot files in `snap/`.
     pub data_dir: PathBuf,
     /// Where to serve `/metrics` and `/status` (none: not served).
     pub status_addr: Option<SocketAddr>,
+    /// The store's knobs (raft timings, split sizes, cache size, ...).
     pub cfg: Config,
     /// The operator's word that a directory whose store data was lost may
     /// join as a new store: the old data is moved aside, not deleted.
@@ -54,9 +57,13 @@ pub struct NodeOptions {
 
 /// A running node. Dropping it does not stop it; call [`Node::stop`].
 pub struct Node {
+    /// The id of the store this node runs, assigned by the scheduler on the
+    /// directory's first start and kept since.
     pub store_id: StoreId,
     /// The address the node serves on (the one registered with the scheduler).
     pub addr: SocketAddr,
+    /// The handle to the store's actors: finds a region's peer actor and
+    /// delivers commands and raft messages to it.
     pub router: Router,
     /// Where `/metrics` and `/status` are served, if anywhere.
     pub status_addr: Option<SocketAddr>,
@@ -340,7 +347,7 @@ async fn register(
         id: store_id,
         address: addr.to_string(),
     };
-    let has_regions = !engines.region_states()?.is_empty();
+    let has_regions = !state::region_states(&engines.kv)?.is_empty();
     let status = match sched.is_bootstrapped().await {
         Ok(s) => s,
         Err(e) if has_regions => {
@@ -360,7 +367,10 @@ async fn register(
         Err(e) => return Err(e),
     };
     if !status.bootstrapped {
-        let region = match engines.region_states()?.into_iter().find_map(|s| s.region) {
+        let region = match state::region_states(&engines.kv)?
+            .into_iter()
+            .find_map(|s| s.region)
+        {
             Some(r) => r,
             None => {
                 let region = Region {
@@ -447,9 +457,11 @@ async fn recorded_bootstrap(sched: &GrpcSchedulerClient, region_id: u64) -> Resu
 /// Deletes the states of a region this store bootstrapped but never served.
 fn forget_region(engines: &Engines, region_id: crate::RegionId) -> Result<()> {
     let mut kv = sled::Batch::default();
-    kv.remove(keys::apply_state_key(region_id));
-    kv.remove(keys::region_state_key(region_id));
+    state::delete_apply_state(&mut kv, region_id);
+    state::delete_region_state(&mut kv, region_id);
     engines.kv.apply_batch(kv)?;
-    engines.raft.remove(keys::raft_state_key(region_id))?;
+    let mut raft = sled::Batch::default();
+    state::delete_raft_state(&mut raft, region_id);
+    engines.raft.apply_batch(raft)?;
     engines.flush()
 }

@@ -14,8 +14,15 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// A scheduler and some nodes running in this process on loopback ports,
+/// talking gRPC to each other as separate processes would. Shut it down with
+/// [`LocalCluster::stop`]; dropping it does not stop the nodes.
 pub struct LocalCluster {
+    /// The address the scheduler actually listens on (the real port when
+    /// port 0 was asked for); clients start here.
     pub scheduler_addr: SocketAddr,
+    /// The running nodes, in start order; node `i` keeps its data in
+    /// `node{i+1}/` of the data directory.
     pub nodes: Vec<Node>,
     scheduler_rt: Option<tokio::runtime::Runtime>,
     stop_scheduler: Option<oneshot::Sender<()>>,
@@ -59,8 +66,7 @@ impl LocalCluster {
                 let _ = stop_rx.await;
             };
             if let Err(e) =
-                super::scheduler_service::serve_scheduler(listener, &sdir, replicas, None, shutdown)
-                    .await
+                super::scheduler::serve_scheduler(listener, &sdir, replicas, None, shutdown).await
             {
                 tracing::error!(error = %e, "scheduler stopped");
             }
@@ -118,6 +124,8 @@ impl LocalCluster {
         }
     }
 
+    /// Stops every node, then the scheduler; a temporary data directory made
+    /// by [`LocalCluster::start`] is deleted.
     pub async fn stop(mut self) {
         for node in self.nodes.drain(..) {
             node.stop().await;

@@ -22,9 +22,12 @@ use tessel::peer::{Effects, Peer};
 use tessel::proto::metapb::{self, Region};
 use tessel::proto::raft_serverpb::RaftMessage;
 use tessel::storage::tasks::{SnapshotTask, Task};
-use tessel::storage::{Engines, SnapManager};
+
 use tessel::store::{SplitStart, StoreEnv};
 use tessel::{Config, PeerId, RegionId, StoreId};
+
+mod lifecycle;
+mod net;
 
 /// Simulated time in microseconds.
 pub type Time = u64;
@@ -262,55 +265,6 @@ impl World {
         &mut self.stores[id as usize - 1]
     }
 
-    /// Opens a fresh database for the store's next incarnation, filled
-    /// from `image` if it restarts from one.
-    fn open_env(&mut self, id: StoreId, image: Option<Image>) -> StoreEnv {
-        let cfg = self.cfg.clone();
-        let st = self.store(id);
-        st.incarnation += 1;
-        let dir = st.root.join(format!("inc{}", st.incarnation));
-        let engines = Engines::open(&dir, cfg.sled_cache_capacity_bytes).expect("open engines");
-        if let Some((kv, raft)) = image {
-            for (k, v) in kv {
-                engines.kv.insert(k, v).expect("restore kv");
-            }
-            for (k, v) in raft {
-                engines.raft.insert(k, v).expect("restore raft");
-            }
-        }
-        let snap_mgr = SnapManager::new(st.root.join("snap")).expect("snapshot dir");
-        StoreEnv {
-            store_id: id,
-            cfg,
-            engines,
-            snap_mgr,
-            meta: Default::default(),
-        }
-    }
-
-    fn start_store(&mut self, id: StoreId, env: StoreEnv) {
-        let regions = tessel::store::regions_to_start(&env).expect("regions to start");
-        let mut running = Running {
-            env,
-            peers: BTreeMap::new(),
-            persist: BTreeMap::new(),
-            flush_scheduled: false,
-        };
-        for region in regions {
-            let meta = *tessel::region::find_peer(&region, id).expect("listed");
-            let peer = self.new_peer(&running.env, region.clone(), meta);
-            running.peers.insert(region.id, peer);
-            running.env.meta.lock().set_region(region);
-        }
-        self.store(id).up = Some(running);
-    }
-
-    fn new_peer(&mut self, env: &StoreEnv, region: Region, meta: metapb::Peer) -> Peer {
-        let e = self.cfg.raft_election_timeout_ticks;
-        let ticks = self.rng.gen_range(e..2 * e);
-        Peer::with_election_ticks(env, region, meta, ticks).expect("peer from disk")
-    }
-
     /// Runs the next event; false when the queue is empty or `until` is
     /// reached.
     pub fn step(&mut self, until: Time, clients: &mut dyn FnMut(&mut World, usize, u64)) -> bool {
@@ -544,170 +498,6 @@ impl World {
         &self.store(store).up.as_ref().expect("up").env
     }
 
-    /// The network: drops, duplicates and delays by the seed; a snapshot's
-    /// file is copied to the receiver before its message goes.
-    fn send(&mut self, from: StoreId, msg: RaftMessage) {
-        let to = msg.to_peer.map_or(0, |p| p.store_id);
-        if to == 0 || to as usize > self.stores.len() {
-            return;
-        }
-        let is_snapshot = msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32;
-        self.stats.messages += 1;
-        self.stats.snapshots_sent += is_snapshot as u64;
-        let cut = self
-            .partition
-            .as_ref()
-            .is_some_and(|g| g.contains(&from) != g.contains(&to));
-        let lost = self.faults_on && self.rng.gen_bool(self.faults.drop);
-        let delay = self.rng.gen_range(100..self.faults.max_delay.max(200));
-        let incarnation = self.store(from).incarnation;
-        let report = |finished| Event::SnapshotReport {
-            store: from,
-            incarnation,
-            region: msg.region_id,
-            to_peer: msg.to_peer.map_or(0, |p| p.id),
-            finished,
-        };
-        if cut || lost {
-            self.stats.dropped += 1;
-            if is_snapshot {
-                self.schedule(delay, report(false));
-            }
-            return;
-        }
-        if is_snapshot {
-            let copied = snapshot_file(&msg).and_then(|name| {
-                let src = self.stores[from as usize - 1].root.join("snap").join(&name);
-                let dst = self.stores[to as usize - 1].root.join("snap").join(&name);
-                std::fs::copy(src, dst).ok()
-            });
-            self.schedule(delay, report(copied.is_some()));
-            if copied.is_none() {
-                return;
-            }
-        } else if self.faults_on && self.rng.gen_bool(self.faults.duplicate) {
-            let d2 = self.rng.gen_range(100..self.faults.max_delay.max(200));
-            self.schedule(
-                d2,
-                Event::Deliver {
-                    to,
-                    msg: msg.clone(),
-                },
-            );
-        }
-        self.schedule(delay, Event::Deliver { to, msg });
-    }
-
-    fn deliver(&mut self, to: StoreId, msg: RaftMessage) {
-        let Some(up) = self.store(to).up.as_ref() else {
-            return;
-        };
-        let region = msg.region_id;
-        if !up.peers.contains_key(&region) {
-            let env = up.env.clone();
-            let created = match tessel::store::peer_to_create(&env, &msg) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.violation(format!("store {to}: peer_to_create: {e}"));
-                    return;
-                }
-            };
-            let Some(meta) = created else { return };
-            let empty = Region {
-                id: region,
-                ..Default::default()
-            };
-            let peer = self.new_peer(&env, empty.clone(), meta);
-            self.stats.peers_created += 1;
-            self.store(to)
-                .up
-                .as_mut()
-                .expect("up")
-                .peers
-                .insert(region, peer);
-            env.meta.lock().set_region(empty);
-        }
-        self.feed(to, region, |p| p.on_raft_message(msg));
-    }
-
-    /// A flush point: every write so far is durable.
-    fn flush_point(&mut self, store: StoreId) {
-        let st = self.store(store);
-        let up = st.up.as_ref().expect("up");
-        let dump = |t: &sled::Tree| -> Vec<(Vec<u8>, Vec<u8>)> {
-            t.iter()
-                .map(|kv| {
-                    let (k, v) = kv.expect("read tree");
-                    (k.to_vec(), v.to_vec())
-                })
-                .collect()
-        };
-        st.image = (dump(&up.env.engines.kv), dump(&up.env.engines.raft));
-    }
-
-    fn flush_done(&mut self, store: StoreId, incarnation: u64) {
-        let st = self.store(store);
-        if st.incarnation != incarnation || st.up.is_none() {
-            return;
-        }
-        self.flush_point(store);
-        let up = self.store(store).up.as_mut().expect("up");
-        up.flush_scheduled = false;
-        let done = std::mem::take(&mut up.persist);
-        for (region, (peer_id, number)) in done {
-            let same = self.peer_mut(store, region).map(|p| p.meta().id) == Some(peer_id);
-            if same {
-                self.feed(store, region, |p| p.on_persisted(number));
-            }
-        }
-    }
-
-    /// Crashes `store` now: everything after its last flush point is lost.
-    pub fn crash(&mut self, store: StoreId) {
-        let Some(up) = self.store(store).up.take() else {
-            return;
-        };
-        self.stats.crashes += 1;
-        self.stats.lost_readies += up.persist.len() as u64;
-        // Dropping the peers drops their callbacks: clients see the
-        // commands in flight as undetermined.
-        drop(up);
-        let d = self.rng.gen_range(200 * MS..2 * SEC);
-        self.schedule(d, Event::Restart(store));
-    }
-
-    fn restart(&mut self, store: StoreId) {
-        if self.store(store).up.is_some() {
-            return;
-        }
-        let image = self.store(store).image.clone();
-        let env = self.open_env(store, Some(image));
-        self.start_store(store, env);
-        let regions: Vec<RegionId> = self
-            .store(store)
-            .up
-            .as_ref()
-            .expect("up")
-            .peers
-            .keys()
-            .copied()
-            .collect();
-        for r in regions {
-            self.feed(store, r, |_| Effects::default());
-        }
-    }
-
-    /// Cuts the stores into two groups for a while.
-    pub fn partition(&mut self, group: BTreeSet<StoreId>, heal_after: Time) {
-        self.stats.partitions += 1;
-        self.partition = Some(group);
-        self.schedule(heal_after, Event::Heal);
-    }
-
-    pub fn is_partitioned(&self) -> bool {
-        self.partition.is_some()
-    }
-
     pub fn is_crashing(&self) -> bool {
         self.stores.iter().any(|s| s.up.is_none())
     }
@@ -764,15 +554,4 @@ impl World {
             self.violation(f);
         }
     }
-}
-
-/// The file name a MsgSnapshot carries.
-fn snapshot_file(msg: &RaftMessage) -> Option<String> {
-    use prost::Message as _;
-    use protobuf::Message as _;
-    let mut m = raft::eraftpb::Message::default();
-    m.merge_from_bytes(&msg.message).ok()?;
-    let data =
-        tessel::proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().data.as_ref()).ok()?;
-    Some(data.file_name)
 }
