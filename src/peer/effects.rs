@@ -17,6 +17,19 @@
 //!    `Peer::on_snapshot_generated`.
 //! 6. `destroy` last: the peer applied its own removal (or was told it was
 //!    removed) and is to be destroyed once the rest has gone out.
+//!
+//! What is not here, on purpose: the sled writes themselves. A Ready's raft
+//! batch and its apply batch are written by the core through the store's
+//! tree handles, in that order, within the one call that decides them;
+//! only their durability (the fsync) leaves as `persist`. Two reasons.
+//! sled logs both trees in one ordered log and recovers a prefix of it, so
+//! the order of the writes is the crash-consistency contract (a hard
+//! state's commit is in the log before any apply state that relies on it);
+//! handing the batches out would let an executor reorder them. And apply
+//! reads its own writes in the middle of a batch (reads, splits, session
+//! checks; see `apply.rs`). The writes are in-memory appends to sled's log;
+//! what blocks (the fsync), crosses the network or takes a thread is an
+//! effect.
 
 use crate::proto::metapb::Region;
 use crate::proto::raft_cmdpb::RaftCmdResponse;
