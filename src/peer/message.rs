@@ -70,21 +70,14 @@ impl Inbound {
 /// Seals raft message `m` from peer `from` of `region` for peer `to`.
 pub fn seal(region: &Region, from: Peer, to: Peer, m: &eraftpb::Message) -> Result<RaftMessage> {
     Ok(RaftMessage {
-        region_id: region.id,
-        from_peer: Some(from),
-        to_peer: Some(to),
-        region_epoch: region.region_epoch,
-        start_key: region.start_key.clone(),
-        end_key: region.end_key.clone(),
-        is_tombstone: false,
         msg_type: m.get_msg_type() as i32,
         message: m.write_to_bytes()?,
+        ..routing(region, from, to)
     })
 }
 
-/// The tombstone notice from `from` of `region` telling `to` that it was
-/// removed (it carries no raft message).
-pub fn tombstone(region: &Region, from: Peer, to: Peer) -> RaftMessage {
+/// An empty envelope from `from` of `region` to `to`: the routing fields.
+fn routing(region: &Region, from: Peer, to: Peer) -> RaftMessage {
     RaftMessage {
         region_id: region.id,
         from_peer: Some(from),
@@ -92,9 +85,16 @@ pub fn tombstone(region: &Region, from: Peer, to: Peer) -> RaftMessage {
         region_epoch: region.region_epoch,
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
+        ..Default::default()
+    }
+}
+
+/// The tombstone notice from `from` of `region` telling `to` that it was
+/// removed (it carries no raft message).
+pub fn tombstone(region: &Region, from: Peer, to: Peer) -> RaftMessage {
+    RaftMessage {
         is_tombstone: true,
-        message: vec![],
-        msg_type: 0,
+        ..routing(region, from, to)
     }
 }
 

@@ -115,13 +115,7 @@ impl<T: Regional> RegionMap<T> {
         self.unindex(id);
         let mut evicted = Vec::new();
         if has_range(record.region()) {
-            let r = record.region();
-            let overlapped: Vec<RegionId> = self
-                .overlapping(&r.start_key, &r.end_key)
-                .map(|o| o.region().id)
-                .filter(|o| *o != id)
-                .collect();
-            for o in overlapped {
+            for o in self.others_overlapping(record.region()) {
                 evicted.extend(self.remove(o));
             }
             self.by_end.insert(end_index(&record.region().end_key), id);
@@ -138,12 +132,7 @@ impl<T: Regional> RegionMap<T> {
     pub fn try_insert(&mut self, record: T) -> Result<(), (T, Vec<RegionId>)> {
         let id = record.region().id;
         if has_range(record.region()) {
-            let r = record.region();
-            let overlapped: Vec<RegionId> = self
-                .overlapping(&r.start_key, &r.end_key)
-                .map(|o| o.region().id)
-                .filter(|o| *o != id)
-                .collect();
+            let overlapped = self.others_overlapping(record.region());
             if !overlapped.is_empty() {
                 return Err((record, overlapped));
             }
@@ -160,6 +149,14 @@ impl<T: Regional> RegionMap<T> {
     pub fn remove(&mut self, id: RegionId) -> Option<T> {
         self.unindex(id);
         self.by_id.remove(&id)
+    }
+
+    /// The ids of the regions other than `region` whose range overlaps it.
+    fn others_overlapping(&self, region: &Region) -> Vec<RegionId> {
+        self.overlapping(&region.start_key, &region.end_key)
+            .map(|o| o.region().id)
+            .filter(|o| *o != region.id)
+            .collect()
     }
 
     fn unindex(&mut self, id: RegionId) {

@@ -79,6 +79,16 @@ fn region_json(r: &GetRegionResponse) -> Value {
 
 fn region_line(r: &GetRegionResponse) -> String {
     let region = r.region.clone().unwrap_or_default();
+    format!(
+        "{} size {} B",
+        region_summary(&region, r.leader),
+        r.approximate_size
+    )
+}
+
+/// One line for a region: range, epoch, peers and leader (`ctl` and the
+/// playground shell print the same).
+pub fn region_summary(region: &Region, leader: Option<Peer>) -> String {
     let e = region.region_epoch.unwrap_or_default();
     let peers: Vec<String> = region
         .peers
@@ -86,16 +96,14 @@ fn region_line(r: &GetRegionResponse) -> String {
         .map(|p| format!("{}@s{}", p.id, p.store_id))
         .collect();
     format!(
-        "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {} size {} B",
+        "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {}",
         region.id,
         show_key(&region.start_key),
         show_key(&region.end_key),
         e.conf_ver,
         e.version,
         peers.join(", "),
-        r.leader
-            .map_or("unknown".into(), |l| format!("{}@s{}", l.id, l.store_id)),
-        r.approximate_size
+        leader.map_or("unknown".into(), |l| format!("{}@s{}", l.id, l.store_id)),
     )
 }
 

@@ -8,7 +8,7 @@ use tessel::testkit::Cluster;
 use tessel::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::ctl::show_key;
+use crate::ctl::region_summary;
 
 const HELP: &str = "commands:
   put <key> <value>      write a key
@@ -174,30 +174,12 @@ async fn membership(
 }
 
 fn regions(cluster: &Cluster) -> String {
-    let mut out = Vec::new();
-    for info in cluster.regions() {
-        let r = &info.region;
-        let e = r.region_epoch.unwrap_or_default();
-        let peers: Vec<String> = r
-            .peers
-            .iter()
-            .map(|p| format!("{}@s{}", p.id, p.store_id))
-            .collect();
-        let leader = info
-            .leader
-            .map_or("unknown".into(), |l| format!("{}@s{}", l.id, l.store_id));
-        out.push(format!(
-            "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {}",
-            r.id,
-            show_key(&r.start_key),
-            show_key(&r.end_key),
-            e.conf_ver,
-            e.version,
-            peers.join(", "),
-            leader
-        ));
-    }
-    out.join("\n")
+    cluster
+        .regions()
+        .iter()
+        .map(|info| region_summary(&info.region, info.leader))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn stores(cluster: &Cluster) -> String {
