@@ -189,6 +189,23 @@ pub struct AskSplit {
     pub reply: Recipient<ProposeSplit>,
 }
 
+/// Ask the scheduler for a region's latest meta (stale-peer GC, see
+/// `peer/stale.rs`). Sender: a `PeerActor` that heard no leader for long.
+/// Receiver: `SchedulerClientActor`, which answers the peer with
+/// [`SchedulerRegion`]; on an error the peer asks again later.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckMembership {
+    pub region_id: crate::RegionId,
+    pub reply: Recipient<SchedulerRegion>,
+}
+
+/// The scheduler's answer to [`CheckMembership`]: the region as it last
+/// heard of it, or None if it knows none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SchedulerRegion(pub Option<Region>);
+
 /// A peer hit an error it cannot go on from (an I/O error while persisting
 /// or applying a Ready, a snapshot that cannot be ingested): it answered its
 /// pending commands Undetermined and stopped, leaving its state on disk.

@@ -9,10 +9,10 @@ use actix::prelude::*;
 use tracing::{debug, info_span, Span};
 
 use super::msg::{
-    AskSplit, GetPeerStatus, PeerDestroyed, PeerFailed, PeerStatus, PeerUnreachable, PersistReady,
-    Persisted, Propose, ProposeSplit, RegionChanged, RegionHeartbeat, RegionSplit, ReportSplit,
-    SchedulerOperator, SnapshotGenerated, SnapshotReport, SplitCheck, SplitCheckResult,
-    SplitRegion, StepRaft,
+    AskSplit, CheckMembership, GetPeerStatus, PeerDestroyed, PeerFailed, PeerStatus,
+    PeerUnreachable, PersistReady, Persisted, Propose, ProposeSplit, RegionChanged,
+    RegionHeartbeat, RegionSplit, ReportSplit, SchedulerOperator, SchedulerRegion,
+    SnapshotGenerated, SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
 use super::split_checker::SplitCheckActor;
@@ -117,6 +117,7 @@ impl PeerActor {
             splits,
             heartbeat,
             split_check,
+            check_membership,
             tasks,
             destroy: _,
             stop: _,
@@ -160,6 +161,12 @@ impl PeerActor {
                 region: self.peer.region().clone(),
                 split_size: cfg.region_split_size_bytes,
                 max_size: cfg.region_max_size_bytes,
+                reply: ctx.address().recipient(),
+            });
+        }
+        if check_membership {
+            self.deps.scheduler.do_send(CheckMembership {
+                region_id: self.peer.region_id(),
                 reply: ctx.address().recipient(),
             });
         }
@@ -479,6 +486,20 @@ impl Handler<SchedulerOperator> for PeerActor {
             let effects = self.peer.on_propose(req, cb);
             self.execute(ctx, effects);
         }
+    }
+}
+
+impl Handler<SchedulerRegion> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, SchedulerRegion(region): SchedulerRegion, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _g = span.enter();
+        if self.destroyed {
+            return;
+        }
+        let effects = self.peer.on_scheduler_region(region);
+        self.execute(ctx, effects);
     }
 }
 

@@ -8,7 +8,8 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::msg::{
-    AskSplit, ProposeSplit, RegionHeartbeat, ReportSplit, SchedulerOperator, StoreHeartbeat,
+    AskSplit, CheckMembership, ProposeSplit, RegionHeartbeat, ReportSplit, SchedulerOperator,
+    SchedulerRegion, StoreHeartbeat,
 };
 use super::router::Router;
 use crate::peer::error_response;
@@ -92,6 +93,20 @@ impl Handler<ReportSplit> for SchedulerClientActor {
             if let Err(e) = res {
                 debug!(region_id, error = %e, "split report refused");
             }
+        }));
+    }
+}
+
+impl Handler<CheckMembership> for SchedulerClientActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckMembership, ctx: &mut Context<Self>) {
+        let region_id = msg.region_id;
+        let fut = self.client.get_region_by_id(region_id);
+        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
+            Ok(region) => msg.reply.do_send(SchedulerRegion(region)),
+            // The peer asks again after another leaderless interval.
+            Err(e) => warn!(region_id, error = %e, "cannot ask the scheduler for a region"),
         }));
     }
 }

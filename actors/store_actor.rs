@@ -23,7 +23,7 @@ use crate::proto::schedulerpb::StoreStats;
 use crate::region::find_peer;
 use crate::storage::state;
 use crate::storage::{Engines, SnapManager};
-use crate::store::{SharedStoreMeta, SplitStart, StoreEnv};
+use crate::store::{SharedStoreMeta, SplitStart, StoreEnv, Unrouted};
 use crate::StoreId;
 
 pub struct StoreActor {
@@ -185,17 +185,25 @@ impl Handler<StepRaft> for StoreActor {
             addr.do_send(StepRaft(msg));
             return;
         }
-        let created = crate::store::peer_to_create(&self.env, &msg).and_then(|to| {
-            let empty = Region {
-                id: msg.region_id(),
-                ..Default::default()
-            };
-            to.map(|to| self.spawn(empty, to, false)).transpose()
-        });
+        let region_id = msg.region_id();
+        let created = match crate::store::unrouted_message(&self.env, &msg) {
+            Ok(Unrouted::Create(to)) => {
+                let empty = Region {
+                    id: region_id,
+                    ..Default::default()
+                };
+                self.spawn(empty, to, false)
+            }
+            Ok(Unrouted::TellRemoved(notice)) => {
+                self.deps.transport.send(notice);
+                return;
+            }
+            Ok(Unrouted::Drop) => return,
+            Err(e) => Err(e),
+        };
         match created {
-            Ok(Some(addr)) => addr.do_send(StepRaft(msg)),
-            Ok(None) => {}
-            Err(e) => error!(region_id = msg.region_id(), error = %e, "cannot create peer"),
+            Ok(addr) => addr.do_send(StepRaft(msg)),
+            Err(e) => error!(region_id, error = %e, "cannot create peer"),
         }
     }
 }

@@ -44,6 +44,12 @@ pub struct Config {
     pub snapshot_chunk_size_bytes: usize,
     /// sled's page cache for the store; several stores may share a process.
     pub sled_cache_capacity_bytes: u64,
+    /// A peer that has heard from no leader for this long asks the
+    /// scheduler whether it is still a member of its region, and destroys
+    /// itself if the scheduler's newer region leaves it out (a replica
+    /// removed while cut off, which nothing else would ever tell). It asks
+    /// again every this long while the silence lasts.
+    pub max_leader_missing_duration: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +72,7 @@ impl Default for Config {
             store_heartbeat_tick_interval: Duration::from_secs(10),
             snapshot_chunk_size_bytes: 1024 * 1024,
             sled_cache_capacity_bytes: 256 * 1024 * 1024,
+            max_leader_missing_duration: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +99,7 @@ impl Config {
             store_heartbeat_tick_interval: Duration::from_millis(500),
             snapshot_chunk_size_bytes: 64 * 1024,
             sled_cache_capacity_bytes: 16 * 1024 * 1024,
+            max_leader_missing_duration: Duration::from_secs(2),
             ..Config::default()
         }
     }
@@ -175,6 +183,9 @@ pub struct ConfigFile {
     /// Size in bytes of sled's page cache for the store; sets
     /// [`Config::sled_cache_capacity_bytes`].
     pub sled_cache_capacity_bytes: Option<u64>,
+    /// Milliseconds without a leader after which a peer asks the scheduler
+    /// whether it was removed; sets [`Config::max_leader_missing_duration`].
+    pub max_leader_missing_ms: Option<u64>,
 }
 
 impl ConfigFile {
@@ -222,6 +233,10 @@ impl ConfigFile {
         );
         set!(snapshot_chunk_size_bytes, self.snapshot_chunk_size_bytes);
         set!(sled_cache_capacity_bytes, self.sled_cache_capacity_bytes);
+        set!(
+            max_leader_missing_duration,
+            self.max_leader_missing_ms.map(ms)
+        );
         c.validate()?;
         Ok(c)
     }
@@ -261,6 +276,13 @@ impl Config {
         if self.snapshot_chunk_size_bytes < 4096 || self.snapshot_chunk_size_bytes > 8 * 1024 * 1024
         {
             return Err("snapshot_chunk_size_bytes must be 4 KiB..8 MiB".into());
+        }
+        let election = tick * self.raft_election_timeout_ticks as u32;
+        if self.max_leader_missing_duration < 2 * election {
+            return Err(format!(
+                "max_leader_missing_ms must be at least two election timeouts ({} ms)",
+                (2 * election).as_millis()
+            ));
         }
         Ok(())
     }
@@ -313,6 +335,9 @@ store_heartbeat_tick_ms = {}
 snapshot_chunk_size_bytes = {}
 # sled's page cache.
 sled_cache_capacity_bytes = {}
+# A peer that hears no leader for this long asks the scheduler whether it
+# was removed from its region (and destroys itself if so).
+max_leader_missing_ms = {}
 "#,
             c.raft_base_tick_interval.as_millis(),
             c.raft_heartbeat_ticks,
@@ -330,6 +355,7 @@ sled_cache_capacity_bytes = {}
             c.store_heartbeat_tick_interval.as_millis(),
             c.snapshot_chunk_size_bytes,
             c.sled_cache_capacity_bytes,
+            c.max_leader_missing_duration.as_millis(),
         )
     }
 }

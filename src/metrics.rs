@@ -108,6 +108,16 @@ pub static SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tessel_splits_applied_total", "Splits applied by peers")
         .expect("metric registers once")
 });
+/// Counts peers that destroyed themselves after the scheduler's region
+/// showed them removed (stale-peer GC), or after a tombstone notice.
+pub static STALE_PEERS_DESTROYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_stale_peers_destroyed_total",
+        "Peers destroyed because they were found removed from their region"
+    )
+    .expect("metric registers once")
+});
+
 /// Counts membership changes applied by peers (every replica counts its
 /// own).
 pub static CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -171,6 +181,7 @@ pub fn register_all() {
         &READS,
         &SPLITS,
         &CONF_CHANGES,
+        &STALE_PEERS_DESTROYED,
         &SCHEDULER_HEARTBEATS,
     ] {
         LazyLock::force(c);

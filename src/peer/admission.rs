@@ -47,6 +47,7 @@ impl Peer {
             }
             Verdict::DestroySelf => {
                 tracing::info!("told by a newer member that this peer was removed");
+                crate::metrics::STALE_PEERS_DESTROYED.inc();
                 self.pending_remove = true;
             }
             Verdict::Drop => {}
@@ -64,7 +65,9 @@ impl Peer {
         }
         let m = inbound.msg;
         self.observe_for_leave(&m);
+        let (from, kind) = (m.from, m.get_msg_type());
         let stepped = self.raft.step(m).map_err(Error::from);
+        self.observe_leader(from, kind);
         if is_snapshot && !self.has_pending_snapshot() {
             // Raft did not take it (stale): release the range.
             self.store_meta.lock().cancel_snapshot(self.region_id());
@@ -167,7 +170,13 @@ impl Peer {
         if self.superseded() {
             return Ok(Effects::stop());
         }
-        let region = self.region().clone();
+        let mut region = self.region().clone();
+        if !self.is_initialized() {
+            // An uninitialized peer knows no members; its tombstone names
+            // it, so the store never recreates this peer id (it may have
+            // voted, and its vote is wiped with its raft state).
+            region.peers = vec![self.meta];
+        }
         self.raft.mut_store().destroy(region)?;
         // Commands in flight may be committed by the remaining peers.
         let mut effects = self.fail_all_proposals(|| {

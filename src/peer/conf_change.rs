@@ -27,6 +27,14 @@ pub(crate) struct ConfChangeApplied {
     pub region: Option<Region>,
 }
 
+/// Another peer of `region` on the store `target` would be added to.
+fn other_peer_on_store<'a>(region: &'a Region, target: &PeerMeta) -> Option<&'a PeerMeta> {
+    region
+        .peers
+        .iter()
+        .find(|p| p.store_id == target.store_id && p.id != target.id)
+}
+
 fn change_of(req: &RaftCmdRequest) -> Result<(ConfChangeType, PeerMeta)> {
     let cp = req
         .admin_request
@@ -52,6 +60,14 @@ impl Peer {
             ))));
         }
         let region = self.region();
+        if change == ConfChangeType::AddNode {
+            if let Some(other) = other_peer_on_store(region, &target) {
+                return Err(Error::Region(RegionError::InvalidRequest(format!(
+                    "store {} already holds peer {} of region {}; one store holds at most one replica of a region",
+                    target.store_id, other.id, region.id
+                ))));
+            }
+        }
         if change == ConfChangeType::RemoveNode && target.id == self.meta.id {
             if region.peers.len() == 1 {
                 return Err(Error::Region(RegionError::InvalidRequest(
@@ -128,6 +144,23 @@ impl Peer {
         let (change, target) = change_of(&req)?;
         let mut region = self.region().clone();
         let existing = region.peers.iter().position(|p| p.id == target.id);
+        if change == ConfChangeType::AddNode && existing.is_none() {
+            // Refused at propose time too; this covers an entry proposed
+            // before another peer on the same store was added.
+            if let Some(other) = other_peer_on_store(&region, &target) {
+                warn!(
+                    peer = target.id,
+                    store = target.store_id,
+                    other = other.id,
+                    "AddNode for a store already holding a replica of the region; skipped"
+                );
+                let e = RegionError::InvalidRequest(format!(
+                    "store {} already holds peer {} of region {}",
+                    target.store_id, other.id, region.id
+                ));
+                return Ok(unchanged(super::error_response(e)));
+            }
+        }
         match (change, existing) {
             (ConfChangeType::AddNode, None) => region.peers.push(target),
             (ConfChangeType::RemoveNode, Some(i)) => {
@@ -228,6 +261,17 @@ impl Peer {
         let target = op.peer?;
         let region = self.region();
         let member = region.peers.iter().any(|p| p.id == target.id);
+        if op.kind() == OperatorKind::AddPeer && !member {
+            if let Some(other) = other_peer_on_store(region, &target) {
+                warn!(
+                    peer = target.id,
+                    store = target.store_id,
+                    other = other.id,
+                    "operator would place a second replica on a store; ignored"
+                );
+                return None;
+            }
+        }
         let admin = match op.kind() {
             OperatorKind::AddPeer if !member => AdminRequest {
                 cmd_type: AdminCmdType::ChangePeer as i32,

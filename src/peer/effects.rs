@@ -11,7 +11,8 @@
 //! 2. `messages` go to the transport, in order.
 //! 3. `replies` answer commands, in the order they were decided.
 //! 4. `region_changed`, then `splits` go to the store's range map (and a
-//!    split led here to the scheduler), then `heartbeat` and `split_check`.
+//!    split led here to the scheduler), then `heartbeat`, `split_check` and
+//!    `check_membership`.
 //! 5. `tasks` (snapshot generation, log deletion) start, off the thread
 //!    that runs the peer; a generated snapshot comes back through
 //!    `Peer::on_snapshot_generated`.
@@ -60,6 +61,10 @@ pub struct Effects {
     pub heartbeat: Option<RegionHeartbeatRequest>,
     /// Ask the split checker to measure the region.
     pub split_check: bool,
+    /// Ask the scheduler for the region's latest meta and hand it to
+    /// `Peer::on_scheduler_region`: this peer has heard from no leader for
+    /// `max_leader_missing_duration` and may have been removed.
+    pub check_membership: bool,
     /// Background work to start (see `storage/tasks.rs`).
     pub tasks: Vec<Task>,
     /// Destroy this peer (`Peer::destroy`) after executing the rest.
@@ -92,6 +97,7 @@ impl std::fmt::Debug for Effects {
             .field("splits", &self.splits.len())
             .field("heartbeat", &self.heartbeat.is_some())
             .field("split_check", &self.split_check)
+            .field("check_membership", &self.check_membership)
             .field("tasks", &self.tasks)
             .field("destroy", &self.destroy)
             .field("stop", &self.stop)

@@ -14,12 +14,14 @@ mod apply;
 mod conf_change;
 mod effects;
 mod leave;
+mod log_gc;
 pub mod message;
 mod propose;
 mod read;
 mod ready;
 mod session;
 mod split;
+mod stale;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -114,6 +116,9 @@ pub struct Peer {
     /// The MsgTimeoutNow of a leadership transfer under way, re-sent every
     /// tick while it lasts.
     handover: Option<RaftMessage>,
+    /// Ticks since this peer last led or heard from its leader (see
+    /// `stale.rs`).
+    leader_missing_ticks: u64,
 }
 
 impl Peer {
@@ -190,6 +195,7 @@ impl Peer {
             campaign: Vec::new(),
             campaign_kind: (0, 0),
             handover: None,
+            leader_missing_ticks: 0,
         })
     }
 
@@ -349,6 +355,7 @@ impl Peer {
         self.raft.tick();
         self.resend_campaign();
         self.expire_reads();
+        self.tick_leader_missing();
         if self.tick_leaving() {
             // A removed leader only helps its followers catch up.
             if self.is_leader() {
@@ -490,6 +497,12 @@ impl Peer {
             self.campaign.clear();
             self.campaign_kind = (msg.msg_type, term);
         }
+        // A pre-candidate that keeps losing campaigns again at the same
+        // pre-vote term, so the kind above does not change: without this the
+        // list grew by one request per voter per election, and every tick
+        // re-sent all of them. Only the latest request to each voter counts.
+        let to = msg.to_peer.map(|p| p.id);
+        self.campaign.retain(|m| m.to_peer.map(|p| p.id) != to);
         self.campaign.push(msg.clone());
     }
 

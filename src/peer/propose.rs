@@ -6,8 +6,8 @@ use prost::Message as _;
 use super::{error_response, Callback, Effects, Peer, Proposal};
 use crate::error::{Error, RegionError, Result};
 use crate::proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Request, Session, TransferLeaderResponse,
+    AdminCmdType, AdminResponse, CmdType, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
+    Request, Session, TransferLeaderResponse,
 };
 use crate::region::{check_epoch, check_key_in_region, find_peer_by_id};
 
@@ -164,7 +164,7 @@ impl Peer {
     }
 
     /// Proposes an entry; returns its (index, term) or why raft refused it.
-    fn propose_normal(
+    pub(super) fn propose_normal(
         &mut self,
         req: &RaftCmdRequest,
         session: Option<Session>,
@@ -232,37 +232,5 @@ impl Peer {
             }),
             ..Default::default()
         }
-    }
-
-    /// On the leader's GC tick: compacts the log once it holds at least
-    /// `raft_log_gc_count_limit` applied entries.
-    pub(crate) fn maybe_propose_compact_log(&mut self) -> bool {
-        let storage = self.storage();
-        let applied = storage.applied_index();
-        let first = storage.first_index();
-        if applied < first || applied - first < self.cfg.raft_log_gc_count_limit {
-            return false;
-        }
-        let Ok(term) = raft::Storage::term(storage, applied) else {
-            return false;
-        };
-        let req = RaftCmdRequest {
-            header: Some(crate::proto::raft_cmdpb::RaftRequestHeader {
-                region_id: self.region_id(),
-                peer: Some(self.meta),
-                region_epoch: self.region().region_epoch,
-                term: self.term(),
-            }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::CompactLog as i32,
-                compact_log: Some(CompactLogRequest {
-                    compact_index: applied,
-                    compact_term: term,
-                }),
-                ..Default::default()
-            }),
-        };
-        self.propose_normal(&req, None).is_ok()
     }
 }

@@ -4,6 +4,13 @@
 //! that index, then serves the read from its state machine. No entry is
 //! appended and nothing is fsynced. Reads arriving together share one
 //! confirmation round.
+//!
+//! A new leader knows its commit index only once it has committed an entry
+//! of its own term (thesis §6.4, the no-op it appends on election); raft-rs
+//! silently drops a read-index request made before that. Reads that arrive
+//! in that window wait here until the no-op commits, instead of being sent
+//! to raft and lost (they used to fail only when their confirmation expired,
+//! two election timeouts later, and held up every read queued behind them).
 
 use std::collections::VecDeque;
 
@@ -14,6 +21,8 @@ use crate::proto::raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, RaftRes
 pub(crate) struct PendingRead {
     req: RaftCmdRequest,
     cb: Callback,
+    /// The tick it arrived at, to fail it if no confirmation ever starts.
+    arrived_at_tick: u64,
 }
 
 /// Reads waiting for one quorum confirmation.
@@ -46,18 +55,24 @@ pub(crate) fn is_read_only(req: &RaftCmdRequest) -> bool {
 impl Peer {
     /// Queues a checked read on the leader.
     pub(crate) fn propose_read(&mut self, req: RaftCmdRequest, cb: Callback) {
-        self.reads.new.push(PendingRead { req, cb });
+        let arrived_at_tick = self.ticks;
+        self.reads.new.push(PendingRead {
+            req,
+            cb,
+            arrived_at_tick,
+        });
     }
 
-    /// Whether reads arrived since the last `flush_reads`.
+    /// Whether reads wait for a confirmation that raft can start now: it
+    /// can once this leader has committed an entry of its term.
     pub(crate) fn has_reads_to_flush(&self) -> bool {
-        !self.reads.new.is_empty()
+        !self.reads.new.is_empty() && self.raft.raft.commit_to_current_term()
     }
 
     /// Asks raft to confirm leadership for the reads queued since the last
     /// call (one round for all of them).
     pub(crate) fn flush_reads(&mut self) {
-        if self.reads.new.is_empty() {
+        if !self.has_reads_to_flush() {
             return;
         }
         let reads = std::mem::take(&mut self.reads.new);
@@ -137,6 +152,14 @@ impl Peer {
         let mut failed = Vec::new();
         if !leader {
             failed.append(&mut self.reads.new);
+        } else {
+            // A leader that never commits in its term (cut off from its
+            // quorum without check-quorum to depose it) cannot confirm.
+            let (old, young) = std::mem::take(&mut self.reads.new)
+                .into_iter()
+                .partition(|r| ticks > r.arrived_at_tick + limit);
+            self.reads.new = young;
+            failed.extend::<Vec<PendingRead>>(old);
         }
         self.reads.batches.retain_mut(|b| {
             let stale = b.index.is_none() && (!leader || ticks > b.asked_at_tick + limit);

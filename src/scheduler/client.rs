@@ -13,6 +13,7 @@ use crate::proto::metapb::{Region, Store};
 use crate::proto::schedulerpb::{
     AskSplitResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreStats,
 };
+use crate::RegionId;
 
 /// What a store asks of the scheduler. Every call returns a boxed future,
 /// so an in-process scheduler and one across the network fit the same
@@ -38,6 +39,9 @@ pub trait SchedulerClient: Send + Sync + 'static {
     fn ask_split(&self, region: Region) -> BoxFuture<'static, Result<AskSplitResponse>>;
     /// Reports both halves of a split applied by the old region's leader.
     fn report_split(&self, left: Region, right: Region) -> BoxFuture<'static, Result<()>>;
+    /// Resolves to the region `region_id` as the scheduler last heard of
+    /// it, or None if it knows no such region.
+    fn get_region_by_id(&self, region_id: RegionId) -> BoxFuture<'static, Result<Option<Region>>>;
 }
 
 /// A scheduler living in this process (test kit, playground).
@@ -96,5 +100,14 @@ impl SchedulerClient for LocalSchedulerClient {
             .report_split(left, right)
             .map_err(Error::from);
         Box::pin(future::ready(res))
+    }
+
+    fn get_region_by_id(&self, region_id: RegionId) -> BoxFuture<'static, Result<Option<Region>>> {
+        let region = self
+            .inner
+            .lock()
+            .get_region_by_id(region_id)
+            .map(|i| i.region);
+        Box::pin(future::ready(Ok(region)))
     }
 }

@@ -291,4 +291,15 @@ impl SchedulerClient for GrpcSchedulerClient {
             Ok(())
         })
     }
+
+    fn get_region_by_id(&self, region_id: u64) -> BoxFuture<'static, Result<Option<Region>>> {
+        let mut api = self.api();
+        Box::pin(async move {
+            let r = api
+                .get_region_by_id(GetRegionByIdRequest { region_id })
+                .await
+                .map_err(rpc_err)?;
+            Ok(r.into_inner().region)
+        })
+    }
 }

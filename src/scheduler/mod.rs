@@ -449,8 +449,23 @@ impl Scheduler {
         let target = op.peer.unwrap_or_default();
         let member = info.region.peers.iter().any(|p| p.id == target.id);
         let done = match op.kind() {
+            // Obsolete when another replica of the region already sits on
+            // the target store (one sent before a scheduler restart was
+            // carried out meanwhile): a second one there is never placed.
             OperatorKind::AddPeer => {
-                member && !info.pending_peers.iter().any(|p| p.id == target.id)
+                let crowded = info
+                    .region
+                    .peers
+                    .iter()
+                    .any(|p| p.store_id == target.store_id && p.id != target.id);
+                if crowded {
+                    warn!(
+                        region_id,
+                        ?target,
+                        "AddPeer dropped: the store already holds a replica"
+                    );
+                }
+                crowded || (member && !info.pending_peers.iter().any(|p| p.id == target.id))
             }
             OperatorKind::RemovePeer => !member,
             OperatorKind::TransferLeader => info.leader.as_ref().is_some_and(|l| l.id == target.id),

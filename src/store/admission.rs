@@ -7,7 +7,7 @@ use super::StoreEnv;
 use crate::error::Result;
 use crate::peer::Inbound;
 use crate::proto::metapb::{self, Region};
-use crate::proto::raft_serverpb::PeerState;
+use crate::proto::raft_serverpb::{PeerState, RaftMessage};
 use crate::region::{find_peer, is_epoch_stale};
 use crate::storage::state;
 use crate::storage::PeerStorage;
@@ -42,38 +42,70 @@ pub fn regions_to_start(env: &StoreEnv) -> Result<Vec<Region>> {
     Ok(out)
 }
 
-/// The peer a message of a region this store has no peer for creates, if
-/// any: only a leader's or candidate's first contact, only if the region
-/// was not tombstoned here with a newer epoch, and only if its range
-/// overlaps no region this store holds. The peer starts uninitialized and
-/// is caught up by a snapshot; it joins the range map only then. Clears a
-/// raft log an earlier peer of the region left behind.
-pub fn peer_to_create(env: &StoreEnv, inbound: &Inbound) -> Result<Option<metapb::Peer>> {
+/// What a store does with a message for a region it runs no peer of.
+#[derive(Debug)]
+pub enum Unrouted {
+    /// Create this peer (uninitialized) and hand it the message.
+    Create(metapb::Peer),
+    /// The region was tombstoned here and the sender was removed from it
+    /// without learning it: send it this tombstone notice.
+    TellRemoved(RaftMessage),
+    /// Stale or irrelevant: drop it.
+    Drop,
+}
+
+/// Judges a message of a region this store has no peer for. It creates a
+/// peer only if it is a leader's or candidate's first contact, the region
+/// was not tombstoned here with a newer epoch or a peer id at least this
+/// one's, and its range overlaps no region this store holds. The peer starts
+/// uninitialized and is caught up by a snapshot; it joins the range map only
+/// then. Clears a raft log an earlier peer of the region left behind.
+///
+/// A message for a tombstoned region from a sender the tombstone's region
+/// no longer places on any store of the sender is answered with a tombstone
+/// notice: the sender was removed and is a zombie (TiKV's rule). A sender
+/// whose store the tombstone still lists may be a legitimate survivor that
+/// has not applied this peer's removal yet (a region of {survivor, removed}
+/// whose removal the survivor holds uncommitted), so it is never told.
+pub fn unrouted_message(env: &StoreEnv, inbound: &Inbound) -> Result<Unrouted> {
     let msg = &inbound.envelope;
     let Some(to) = msg.to_peer.filter(|p| p.store_id == env.store_id) else {
-        return Ok(None);
+        return Ok(Unrouted::Drop);
     };
     if msg.is_tombstone || env.meta.lock().contains(msg.region_id) {
-        return Ok(None);
+        return Ok(Unrouted::Drop);
+    }
+    match state::region_state(&env.engines.kv, msg.region_id)? {
+        Some(state) if state.state == PeerState::Tombstone as i32 => {
+            let tomb_region = state.region.unwrap_or_default();
+            if let Some(notice) = removed_sender_notice(&tomb_region, msg) {
+                debug!(
+                    region_id = msg.region_id,
+                    to = ?notice.to_peer,
+                    "message from a removed peer of a tombstoned region; telling it"
+                );
+                return Ok(Unrouted::TellRemoved(notice));
+            }
+            let tomb = crate::region::epoch(&tomb_region);
+            let stale = msg
+                .region_epoch
+                .is_none_or(|e| e.conf_ver <= tomb.conf_ver || is_epoch_stale(&e, &tomb));
+            let old_id = find_peer(&tomb_region, env.store_id).is_some_and(|p| p.id >= to.id);
+            if stale || old_id {
+                debug!(
+                    region_id = msg.region_id,
+                    "message for a tombstoned peer; dropped"
+                );
+                return Ok(Unrouted::Drop);
+            }
+        }
+        // A region state without a running peer: a failed region, or one
+        // being set up; not for a message to decide.
+        Some(_) => return Ok(Unrouted::Drop),
+        None => {}
     }
     if !is_initial_message(inbound) {
-        return Ok(None);
-    }
-    let state = state::region_state(&env.engines.kv, msg.region_id)?;
-    if let Some(state) = state {
-        let local = state.region.unwrap_or_default();
-        let stale = state.state != PeerState::Tombstone as i32
-            || msg.region_epoch.is_none_or(|e| {
-                let tomb = crate::region::epoch(&local);
-                e.conf_ver <= tomb.conf_ver || is_epoch_stale(&e, &tomb)
-            });
-        if stale {
-            debug!(
-                region_id = msg.region_id,
-                "message for a tombstoned peer; dropped"
-            );
-            return Ok(None);
-        }
+        return Ok(Unrouted::Drop);
     }
     let overlapped = env
         .meta
@@ -88,7 +120,7 @@ pub fn peer_to_create(env: &StoreEnv, inbound: &Inbound) -> Result<Option<metapb
             ?overlapped,
             "new peer would overlap a region here; refused"
         );
-        return Ok(None);
+        return Ok(Unrouted::Drop);
     }
     info!(
         region_id = msg.region_id,
@@ -96,7 +128,18 @@ pub fn peer_to_create(env: &StoreEnv, inbound: &Inbound) -> Result<Option<metapb
         "creating peer from a message"
     );
     PeerStorage::clear_stale_log(&env.engines, msg.region_id)?;
-    Ok(Some(to))
+    Ok(Unrouted::Create(to))
+}
+
+/// The tombstone notice for the sender of `msg`, if the tombstoned region
+/// shows it removed: its epoch's conf_ver is older and the region keeps no
+/// replica on its store.
+fn removed_sender_notice(tomb_region: &Region, msg: &RaftMessage) -> Option<RaftMessage> {
+    let (from, me) = (msg.from_peer?, msg.to_peer?);
+    let theirs = msg.region_epoch?;
+    let removed = theirs.conf_ver < crate::region::epoch(tomb_region).conf_ver
+        && find_peer(tomb_region, from.store_id).is_none();
+    removed.then(|| crate::peer::message::tombstone(tomb_region, me, from))
 }
 
 /// What a split applied by a peer here asks of its store.

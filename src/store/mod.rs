@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::storage::{Engines, SnapManager};
 use crate::StoreId;
 
-pub use admission::{on_split_applied, peer_to_create, regions_to_start, SplitStart};
+pub use admission::{on_split_applied, regions_to_start, unrouted_message, SplitStart, Unrouted};
 pub use meta::{SharedStoreMeta, StoreMeta};
 
 /// What every peer of one store shares: who the store is, how it is

@@ -10,5 +10,6 @@ mod linearizable;
 mod membership;
 mod network;
 mod power_loss;
+mod recovery;
 mod sessions;
 mod split;

@@ -73,6 +73,14 @@ pub enum Event {
         peer_id: PeerId,
         task: Box<SnapshotTask>,
     },
+    /// The scheduler's answer to a peer's `check_membership`.
+    SchedulerRegion {
+        store: StoreId,
+        incarnation: u64,
+        region: RegionId,
+        peer_id: PeerId,
+        answer: Option<Region>,
+    },
     Restart(StoreId),
     Heal,
     Nemesis,
@@ -89,6 +97,7 @@ impl Event {
             Event::Tick(s) => (2, *s, 0),
             Event::FlushDone { store, .. } => (3, *store, 0),
             Event::SnapshotGenerated { store, region, .. } => (4, *store, *region),
+            Event::SchedulerRegion { store, region, .. } => (5, *store, *region),
             Event::Restart(s) => (6, *s, 0),
             Event::Heal => (7, 0, 0),
             Event::Nemesis => (8, 0, 0),
@@ -149,6 +158,10 @@ pub struct Stats {
     pub splits: u64,
     pub peers_created: u64,
     pub peers_destroyed: u64,
+    /// Peers that asked the scheduler whether they were removed.
+    pub membership_checks: u64,
+    /// Tombstone notices a store sent for a region it tombstoned.
+    pub removal_notices: u64,
     pub max_term: u64,
 }
 
@@ -332,6 +345,19 @@ impl World {
                     }
                 }
             }
+            Event::SchedulerRegion {
+                store,
+                incarnation,
+                region,
+                peer_id,
+                answer,
+            } => {
+                let same = self.store(store).incarnation == incarnation
+                    && self.peer_mut(store, region).map(|p| p.meta().id) == Some(peer_id);
+                if same {
+                    self.feed(store, region, |p| p.on_scheduler_region(answer));
+                }
+            }
             Event::Restart(s) => self.restart(s),
             Event::Heal => self.partition = None,
             Event::Nemesis => super::nemesis::act(self),
@@ -396,6 +422,7 @@ impl World {
             splits,
             heartbeat: _,
             split_check: _,
+            check_membership,
             tasks,
             destroy,
             stop,
@@ -444,6 +471,24 @@ impl World {
                 self.feed(store, right.id, |_| Effects::default());
             }
         }
+        if check_membership {
+            // The scheduler knows what some leader applied and reported: the
+            // newest applied region of this id on any store stands in for it.
+            self.stats.membership_checks += 1;
+            let answer = self.newest_region(region);
+            let peer_id = self.peer_mut(store, region).map_or(0, |p| p.meta().id);
+            let d = self.rng.gen_range(MS..20 * MS);
+            self.schedule(
+                d,
+                Event::SchedulerRegion {
+                    store,
+                    incarnation,
+                    region,
+                    peer_id,
+                    answer,
+                },
+            );
+        }
         for task in tasks {
             match task {
                 Task::DeleteLog(d) => d.run(),
@@ -483,6 +528,20 @@ impl World {
             return false;
         }
         true
+    }
+
+    /// The applied region of this id with the newest epoch on any running
+    /// store, if any store applied one.
+    fn newest_region(&self, region: RegionId) -> Option<Region> {
+        self.stores
+            .iter()
+            .filter_map(|st| st.up.as_ref()?.peers.get(&region))
+            .filter(|p| p.is_initialized())
+            .map(|p| p.region().clone())
+            .max_by_key(|r| {
+                let e = r.region_epoch.unwrap_or_default();
+                (e.conf_ver, e.version)
+            })
     }
 
     fn remove_peer(&mut self, store: StoreId, region: RegionId, forget_range: bool) {

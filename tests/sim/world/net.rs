@@ -2,7 +2,7 @@
 //! duplicated or cut by a partition as the seed says, and a snapshot's file
 //! is copied to the receiver before its message goes. A message for a
 //! region the receiving store has no peer of goes through the store's
-//! admission (`peer_to_create`), as in `StoreActor`.
+//! admission (`unrouted_message`), as in `StoreActor`.
 
 use std::collections::BTreeSet;
 
@@ -10,6 +10,7 @@ use rand::Rng;
 use tessel::peer::Inbound;
 use tessel::proto::metapb::Region;
 use tessel::proto::raft_serverpb::RaftMessage;
+use tessel::store::Unrouted;
 use tessel::StoreId;
 
 use super::{Event, Time, World};
@@ -85,14 +86,19 @@ impl World {
         let region = msg.region_id();
         if !up.peers.contains_key(&region) {
             let env = up.env.clone();
-            let created = match tessel::store::peer_to_create(&env, &msg) {
-                Ok(c) => c,
+            let meta = match tessel::store::unrouted_message(&env, &msg) {
+                Ok(Unrouted::Create(meta)) => meta,
+                Ok(Unrouted::TellRemoved(notice)) => {
+                    self.stats.removal_notices += 1;
+                    self.send(to, notice);
+                    return;
+                }
+                Ok(Unrouted::Drop) => return,
                 Err(e) => {
-                    self.violation(format!("store {to}: peer_to_create: {e}"));
+                    self.violation(format!("store {to}: unrouted_message: {e}"));
                     return;
                 }
             };
-            let Some(meta) = created else { return };
             let empty = Region {
                 id: region,
                 ..Default::default()
