@@ -170,6 +170,15 @@ pub static SCHEDULER_HEARTBEATS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Counts operators the scheduler dropped unfinished after their timeout.
+pub static OPERATORS_TIMED_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_scheduler_operators_timed_out_total",
+        "Operators dropped unfinished after their timeout"
+    )
+    .expect("metric registers once")
+});
+
 /// Registers every series, so a scrape shows them all from the start (a
 /// series appears only once touched otherwise).
 pub fn register_all() {
@@ -183,6 +192,7 @@ pub fn register_all() {
         &CONF_CHANGES,
         &STALE_PEERS_DESTROYED,
         &SCHEDULER_HEARTBEATS,
+        &OPERATORS_TIMED_OUT,
     ] {
         LazyLock::force(c);
     }

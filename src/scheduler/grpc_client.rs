@@ -162,6 +162,28 @@ impl GrpcSchedulerClient {
         Ok(())
     }
 
+    /// Every operator the scheduler has not yet seen done, timed out or
+    /// cancelled, by region.
+    pub async fn list_operators(&self) -> Result<Vec<PendingOperator>> {
+        let r = self
+            .api()
+            .list_operators(ListOperatorsRequest {})
+            .await
+            .map_err(rpc_err)?;
+        Ok(r.into_inner().operators)
+    }
+
+    /// Drops the region's pending operator; resolves to it, or None if none
+    /// was pending.
+    pub async fn cancel_operator(&self, region_id: u64) -> Result<Option<Operator>> {
+        let r = self
+            .api()
+            .cancel_operator(CancelOperatorRequest { region_id })
+            .await
+            .map_err(rpc_err)?;
+        Ok(r.into_inner().cancelled)
+    }
+
     /// Opens the heartbeat stream: answers are handed, in order, to the
     /// heartbeats waiting for them; when the stream ends they all fail.
     fn open_stream(&self) -> HeartbeatStream {

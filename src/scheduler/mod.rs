@@ -1,6 +1,7 @@
 //! The scheduler's logic, pure and synchronous: id allocation, the store
 //! table, the latest region per range (by epoch) learned from heartbeats, and
-//! operators re-sent with every heartbeat until the region shows them done.
+//! operators re-sent with every heartbeat until the region shows them done,
+//! or dropped when they time out or are cancelled.
 //! The in-process client and the networked service both wrap this; with a
 //! [`MetaStore`] it keeps its metadata durable across restarts.
 
@@ -9,8 +10,9 @@ mod grpc_client;
 mod meta_store;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::proto::metapb::{Peer, Region, Store};
 use crate::proto::schedulerpb::{
@@ -26,6 +28,29 @@ pub use meta_store::MetaStore;
 
 /// Ids reserved per durable write of the id high-water mark.
 const ID_BATCH: u64 = 1000;
+
+/// An operator waiting to be carried out, and since when.
+#[derive(Clone, Debug)]
+pub struct PendingOperator {
+    /// What the region's leader is asked to do.
+    pub op: Operator,
+    /// When it was scheduled.
+    pub since: Instant,
+}
+
+/// How long an operator may stay unfinished before the scheduler drops it
+/// (PD's rule): a leader transfer is quick or it failed; a new replica may
+/// wait for a large snapshot; the rest need a few round trips and a
+/// leader that hears the scheduler.
+pub fn operator_timeout(kind: OperatorKind) -> Duration {
+    match kind {
+        OperatorKind::TransferLeader => Duration::from_secs(10),
+        OperatorKind::AddPeer => Duration::from_secs(600),
+        OperatorKind::RemovePeer | OperatorKind::Split | OperatorKind::None => {
+            Duration::from_secs(60)
+        }
+    }
+}
 
 /// What the scheduler knows of one region.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +108,7 @@ pub struct Scheduler {
     /// The latest view of every region; a newer view of a range evicts the
     /// regions it overlaps, so ranges never overlap here.
     regions: RegionMap<RegionInfo>,
-    operators: HashMap<RegionId, Operator>,
+    operators: HashMap<RegionId, PendingOperator>,
     /// Heartbeats where conf_ver jumped by more than one change.
     conf_ver_violations: u64,
     cluster_id: u64,
@@ -434,18 +459,66 @@ impl Scheduler {
     /// Schedules an operator for a region, replacing any earlier one.
     pub fn add_operator(&mut self, region_id: RegionId, op: Operator) {
         debug!(region_id, ?op, "operator added");
-        self.operators.insert(region_id, op);
+        self.operators.insert(
+            region_id,
+            PendingOperator {
+                op,
+                since: Instant::now(),
+            },
+        );
     }
 
     /// The operator pending for the region, if any.
     pub fn operator(&self, region_id: RegionId) -> Option<&Operator> {
-        self.operators.get(&region_id)
+        self.operators.get(&region_id).map(|p| &p.op)
+    }
+
+    /// Every operator not yet done, timed out or cancelled, by region.
+    pub fn operators(&mut self) -> Vec<(RegionId, PendingOperator)> {
+        let expired: Vec<RegionId> = self
+            .operators
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() > operator_timeout(p.op.kind()))
+            .map(|(r, _)| *r)
+            .collect();
+        for region_id in expired {
+            self.expire_operator(region_id);
+        }
+        let mut all: Vec<_> = self
+            .operators
+            .iter()
+            .map(|(r, p)| (*r, p.clone()))
+            .collect();
+        all.sort_by_key(|(r, _)| *r);
+        all
+    }
+
+    fn expire_operator(&mut self, region_id: RegionId) {
+        if let Some(p) = self.operators.remove(&region_id) {
+            let age = p.since.elapsed();
+            warn!(region_id, op = ?p.op, ?age, "operator timed out unfinished; dropped");
+            crate::metrics::OPERATORS_TIMED_OUT.inc();
+        }
+    }
+
+    /// Drops the region's pending operator; returns it, or None if there
+    /// was none. A leader that already proposed its change may still apply
+    /// it: only what is not yet proposed is stopped.
+    pub fn cancel_operator(&mut self, region_id: RegionId) -> Option<Operator> {
+        let p = self.operators.remove(&region_id)?;
+        info!(region_id, op = ?p.op, "operator cancelled");
+        Some(p.op)
     }
 
     /// The operator still to do for the region, dropping it once done.
     fn pending_operator(&mut self, region_id: RegionId) -> Option<RegionHeartbeatResponse> {
         let info = self.regions.get(region_id)?;
-        let op = self.operators.get(&region_id)?.clone();
+        let pending = self.operators.get(&region_id)?;
+        let op = pending.op.clone();
+        if pending.since.elapsed() > operator_timeout(op.kind()) {
+            self.expire_operator(region_id);
+            return None;
+        }
         let target = op.peer.unwrap_or_default();
         let member = info.region.peers.iter().any(|p| p.id == target.id);
         let done = match op.kind() {
@@ -603,6 +676,44 @@ mod tests {
         gone.peers.clear();
         assert!(s.region_heartbeat(hb(gone)).unwrap().is_none());
         assert!(s.operator(1).is_none());
+    }
+
+    #[test]
+    fn unfinished_operators_time_out_and_can_be_cancelled() {
+        let mut s = Scheduler::new(10);
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        let remove = Operator {
+            kind: OperatorKind::RemovePeer as i32,
+            peer: Some(Peer { id: 1, store_id: 1 }),
+            split_key: vec![],
+        };
+        s.add_operator(1, remove.clone());
+        assert_eq!(s.operators().len(), 1);
+        let age = |s: &mut Scheduler, by: Duration| {
+            let p = s.operators.get_mut(&1).expect("pending");
+            p.since = p.since.checked_sub(by).expect("the clock is past it");
+        };
+        age(&mut s, Duration::from_secs(59));
+        assert!(s
+            .region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+            .unwrap()
+            .is_some());
+        age(&mut s, Duration::from_secs(2));
+        assert!(
+            s.region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+                .unwrap()
+                .is_none(),
+            "a timed-out operator is not sent again"
+        );
+        assert!(s.operators().is_empty());
+
+        s.add_operator(1, remove.clone());
+        assert_eq!(s.cancel_operator(1), Some(remove));
+        assert_eq!(s.cancel_operator(1), None);
+        assert!(s
+            .region_heartbeat(hb(region(1, b"", b"", 1, 1)))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::schedulerpb::scheduler_server::Scheduler as SchedulerApi;
 use crate::proto::schedulerpb::*;
-use crate::scheduler::{LocalSchedulerClient, RegionInfo, SchedulerError};
+use crate::scheduler::{operator_timeout, LocalSchedulerClient, RegionInfo, SchedulerError};
 
 /// Serves a scheduler (shared with whoever else holds the client).
 #[derive(Clone)]
@@ -272,5 +272,32 @@ impl SchedulerApi for SchedulerService {
         }
         self.inner.with(|s| s.add_operator(req.region_id, op));
         Ok(Response::new(ScheduleOperatorResponse {}))
+    }
+
+    async fn list_operators(
+        &self,
+        _req: Request<ListOperatorsRequest>,
+    ) -> Result<Response<ListOperatorsResponse>, Status> {
+        let operators = self
+            .inner
+            .with(|s| s.operators())
+            .into_iter()
+            .map(|(region_id, p)| PendingOperator {
+                region_id,
+                age_ms: p.since.elapsed().as_millis() as u64,
+                timeout_ms: operator_timeout(p.op.kind()).as_millis() as u64,
+                operator: Some(p.op),
+            })
+            .collect();
+        Ok(Response::new(ListOperatorsResponse { operators }))
+    }
+
+    async fn cancel_operator(
+        &self,
+        req: Request<CancelOperatorRequest>,
+    ) -> Result<Response<CancelOperatorResponse>, Status> {
+        let region_id = req.into_inner().region_id;
+        let cancelled = self.inner.with(|s| s.cancel_operator(region_id));
+        Ok(Response::new(CancelOperatorResponse { cancelled }))
     }
 }

@@ -429,6 +429,47 @@ async fn ctl_moves_a_replica_and_bad_input_is_refused() {
     }
     assert!(replicas >= 6, "{replicas} replicas listed");
     assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    // Operators: a change that cannot finish (leadership for a replica on
+    // a dead node) gives up after --timeout, says so, and leaves no
+    // operator behind to carry it out later.
+    let (ok, _, err) = ctl(&s, false, &["operator", "cancel", "999"]);
+    assert!(!ok && err.contains("no pending operator"), "{err}");
+    let leaving_addr = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"].as_u64() == leaving.parse().ok())
+        .expect("the leaving store is listed")["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let i = cluster
+        .node_addrs
+        .iter()
+        .position(|a| *a == leaving_addr)
+        .expect("a node at the leaving store's address");
+    cluster.kill_node(i);
+    must_ctl(&s, &["add-peer", &region_id, &leaving]);
+    let (ok, _, err) = ctl(
+        &s,
+        false,
+        &["transfer-leader", &region_id, &leaving, "--timeout", "2"],
+    );
+    assert!(
+        !ok && err.contains("did not finish within 2 s") && err.contains("cancelled"),
+        "{err}"
+    );
+    let pending = must_ctl(&s, &["operators"]);
+    assert!(
+        !pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["region_id"].as_u64() == region_id.parse().ok()),
+        "{pending}"
+    );
+    assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
 }
 
 /// A plain HTTP/1.1 GET; returns the whole response.

@@ -16,9 +16,6 @@ use tessel::client::Client;
 use tessel::proto::metapb::{Peer, Region};
 use tessel::proto::schedulerpb::{GetRegionResponse, GetStoreResponse, Operator, OperatorKind};
 
-/// How long a membership change may take to show.
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
-
 #[derive(Subcommand, Debug, Clone)]
 pub enum CtlCommand {
     /// Write a key.
@@ -51,6 +48,43 @@ pub enum CtlCommand {
     RemovePeer { region: u64, store: u64 },
     /// Split the region holding a key so that the key starts a region.
     Split { key: String },
+    /// List the operators the scheduler has not yet seen done, with their
+    /// age and timeout.
+    Operators,
+    /// Act on one region's operator.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
+}
+
+/// What `ctl operator` does.
+#[derive(Subcommand, Debug, Clone)]
+pub enum OperatorAction {
+    /// Drop the region's pending operator (a change its leader already
+    /// proposed may still apply).
+    Cancel { region: u64 },
+}
+
+fn operator_text(op: &Operator) -> String {
+    let peer = op
+        .peer
+        .map_or("-".into(), |p| format!("{}@s{}", p.id, p.store_id));
+    match op.kind() {
+        OperatorKind::Split => format!("split at {}", show_key(&op.split_key)),
+        OperatorKind::AddPeer => format!("add peer {peer}"),
+        OperatorKind::RemovePeer => format!("remove peer {peer}"),
+        OperatorKind::TransferLeader => format!("transfer leader to {peer}"),
+        OperatorKind::None => "none".into(),
+    }
+}
+
+fn operator_json(op: &Operator) -> Value {
+    json!({
+        "kind": format!("{:?}", op.kind()),
+        "peer": op.peer.map(|p| json!({"id": p.id, "store_id": p.store_id})),
+        "split_key": String::from_utf8_lossy(&op.split_key),
+    })
 }
 
 /// A key for people: quoted, `""` when empty.
@@ -120,7 +154,13 @@ fn store_json(s: &GetStoreResponse) -> Value {
 
 /// Runs one ctl command against the cluster whose scheduler is at
 /// `scheduler`; returns what to print.
-pub async fn run(scheduler: &str, json_out: bool, cmd: CtlCommand) -> anyhow::Result<String> {
+/// Membership and split commands wait up to `wait` for the change to show.
+pub async fn run(
+    scheduler: &str,
+    json_out: bool,
+    wait: Duration,
+    cmd: CtlCommand,
+) -> anyhow::Result<String> {
     let client = Client::new(scheduler)?;
     let out = |human: String, v: Value| if json_out { v.to_string() } else { human };
     Ok(match cmd {
@@ -190,15 +230,15 @@ pub async fn run(scheduler: &str, json_out: bool, cmd: CtlCommand) -> anyhow::Re
             out(human, Value::Array(stores.iter().map(store_json).collect()))
         }
         CtlCommand::TransferLeader { region, store } => {
-            let r = membership(&client, region, store, OperatorKind::TransferLeader).await?;
+            let r = membership(&client, region, store, OperatorKind::TransferLeader, wait).await?;
             out(region_line(&r), region_json(&r))
         }
         CtlCommand::AddPeer { region, store } => {
-            let r = membership(&client, region, store, OperatorKind::AddPeer).await?;
+            let r = membership(&client, region, store, OperatorKind::AddPeer, wait).await?;
             out(region_line(&r), region_json(&r))
         }
         CtlCommand::RemovePeer { region, store } => {
-            let r = membership(&client, region, store, OperatorKind::RemovePeer).await?;
+            let r = membership(&client, region, store, OperatorKind::RemovePeer, wait).await?;
             out(region_line(&r), region_json(&r))
         }
         CtlCommand::Split { key } => {
@@ -210,11 +250,52 @@ pub async fn run(scheduler: &str, json_out: bool, cmd: CtlCommand) -> anyhow::Re
                         .as_ref()
                         .is_some_and(|g| g.start_key == key.as_bytes())
                 },
+                wait,
             )
             .await
             .with_context(|| format!("split at {key:?} not visible"))?;
             out(region_line(&r), region_json(&r))
         }
+        CtlCommand::Operators => {
+            let ops = client.scheduler().list_operators().await?;
+            let human = if ops.is_empty() {
+                "no pending operators".to_string()
+            } else {
+                ops.iter()
+                    .map(|p| {
+                        format!(
+                            "region {}: {} (for {:.1} s, dropped after {} s)",
+                            p.region_id,
+                            operator_text(&p.operator.clone().unwrap_or_default()),
+                            p.age_ms as f64 / 1000.0,
+                            p.timeout_ms / 1000
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let v = ops
+                .iter()
+                .map(|p| {
+                    json!({
+                        "region_id": p.region_id,
+                        "operator": operator_json(&p.operator.clone().unwrap_or_default()),
+                        "age_ms": p.age_ms,
+                        "timeout_ms": p.timeout_ms,
+                    })
+                })
+                .collect();
+            out(human, Value::Array(v))
+        }
+        CtlCommand::Operator {
+            action: OperatorAction::Cancel { region },
+        } => match client.scheduler().cancel_operator(region).await? {
+            Some(op) => out(
+                format!("cancelled: {}", operator_text(&op)),
+                json!({"region_id": region, "cancelled": operator_json(&op)}),
+            ),
+            None => bail!("region {region} has no pending operator"),
+        },
     })
 }
 
@@ -224,6 +305,7 @@ async fn membership(
     region_id: u64,
     store_id: u64,
     kind: OperatorKind,
+    wait: Duration,
 ) -> anyhow::Result<GetRegionResponse> {
     let info = client.scheduler().get_region_by_id(region_id).await?;
     let region: Region = info
@@ -271,24 +353,47 @@ async fn membership(
             _ => r.leader.is_some_and(|l| l.id == peer.id),
         }
     };
-    wait_region(
+    let waited = wait_region(
         || async { client.scheduler().get_region_by_id(region_id).await },
         done,
+        wait,
     )
-    .await
-    .with_context(|| format!("{kind:?} of {peer:?} in region {region_id} not visible"))
+    .await;
+    if waited.is_ok() {
+        return waited;
+    }
+    // Giving up must not leave the change to happen minutes later: the
+    // operator is cancelled before saying so.
+    let cancelled = client.scheduler().cancel_operator(region_id).await;
+    let what = match kind {
+        OperatorKind::AddPeer => format!("adding peer {} on store {store_id}", peer.id),
+        OperatorKind::RemovePeer => format!("removing peer {} from store {store_id}", peer.id),
+        _ => format!("moving the leadership to store {store_id}"),
+    };
+    let after = match cancelled {
+        Ok(Some(_)) => "the operator is cancelled; if the region's leader had already proposed \
+                        the change it may still apply (check with `ctl regions`)"
+            .to_string(),
+        Ok(None) => "the scheduler had already dropped the operator".to_string(),
+        Err(e) => format!("cancelling the operator failed too: {e}"),
+    };
+    bail!(
+        "region {region_id}: {what} did not finish within {} s; {after}",
+        wait.as_secs()
+    )
 }
 
-/// Polls `fetch` until `done` holds, for at most [`CHANGE_TIMEOUT`].
+/// Polls `fetch` until `done` holds, for at most `wait`.
 async fn wait_region<F, Fut>(
     fetch: F,
     done: impl Fn(&GetRegionResponse) -> bool,
+    wait: Duration,
 ) -> anyhow::Result<GetRegionResponse>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = tessel::Result<GetRegionResponse>>,
 {
-    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let deadline = Instant::now() + wait;
     loop {
         if let Ok(r) = fetch().await {
             if done(&r) {
@@ -296,7 +401,7 @@ where
             }
         }
         if Instant::now() > deadline {
-            bail!("timed out after {CHANGE_TIMEOUT:?}");
+            bail!("timed out after {} s", wait.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -41,9 +41,13 @@ enum Command {
         /// The scheduler's address (host:port).
         #[arg(long, default_value = "127.0.0.1:2379")]
         scheduler: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
+        /// Print JSON instead of text (anywhere on the line).
+        #[arg(long, global = true)]
         json: bool,
+        /// How long membership and split commands wait for the change to
+        /// show before giving up (and cancelling what is not yet proposed).
+        #[arg(long, global = true, default_value_t = 20, value_name = "SECONDS")]
+        timeout: u64,
         #[command(subcommand)]
         cmd: ctl::CtlCommand,
     },
@@ -77,12 +81,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ctl {
             scheduler,
             json,
+            timeout,
             cmd,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let out = rt.block_on(ctl::run(&scheduler, json, cmd))?;
+            let wait = std::time::Duration::from_secs(timeout);
+            let out = rt.block_on(ctl::run(&scheduler, json, wait, cmd))?;
             println!("{out}");
             Ok(())
         }
