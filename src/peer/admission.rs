@@ -170,13 +170,7 @@ impl Peer {
         if self.superseded() {
             return Ok(Effects::stop());
         }
-        let mut region = self.region().clone();
-        if !self.is_initialized() {
-            // An uninitialized peer knows no members; its tombstone names
-            // it, so the store never recreates this peer id (it may have
-            // voted, and its vote is wiped with its raft state).
-            region.peers = vec![self.meta];
-        }
+        let region = self.region().clone();
         self.raft.mut_store().destroy(region)?;
         // Commands in flight may be committed by the remaining peers.
         let mut effects = self.fail_all_proposals(|| {

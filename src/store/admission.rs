@@ -56,8 +56,10 @@ pub enum Unrouted {
 
 /// Judges a message of a region this store has no peer for. It creates a
 /// peer only if it is a leader's or candidate's first contact, the region
-/// was not tombstoned here with a newer epoch or a peer id at least this
-/// one's, and its range overlaps no region this store holds. The peer starts
+/// was not tombstoned here with an equal or newer epoch, and its range
+/// overlaps no region this store holds. (A peer id may come back to a store
+/// that destroyed it: the acceptance scenarios re-add removed peers under
+/// their old ids, as TinyKV's tests do.) The peer starts
 /// uninitialized and is caught up by a snapshot; it joins the range map only
 /// then. Clears a raft log an earlier peer of the region left behind.
 ///
@@ -90,8 +92,7 @@ pub fn unrouted_message(env: &StoreEnv, inbound: &Inbound) -> Result<Unrouted> {
             let stale = msg
                 .region_epoch
                 .is_none_or(|e| e.conf_ver <= tomb.conf_ver || is_epoch_stale(&e, &tomb));
-            let old_id = find_peer(&tomb_region, env.store_id).is_some_and(|p| p.id >= to.id);
-            if stale || old_id {
+            if stale {
                 debug!(
                     region_id = msg.region_id,
                     "message for a tombstoned peer; dropped"

@@ -302,3 +302,45 @@ async fn a_zombie_is_told_by_a_store_that_tombstoned_its_region() {
     crate::harness::init();
     zombie_is_collected(Rescue::Notice).await;
 }
+
+/// A replica added and removed again before its snapshot arrived: the
+/// uninitialized peer its leader's first message created on store 4 waits
+/// for a snapshot that never comes, and must be collected.
+#[actix::test]
+async fn an_uninitialized_peer_whose_addition_was_undone_goes() {
+    crate::harness::init();
+    let cluster = Cluster::new(4, Config::for_tests());
+    cluster.start().await;
+    cluster
+        .must_remove_peer(1, Peer { id: 4, store_id: 4 })
+        .await;
+    cluster.must_put(b"k", b"v").await;
+    cluster.add_filter(Filter::DropType(MessageType::MsgSnapshot));
+    let added = cluster.alloc_peer(4);
+    cluster.must_add_peer(1, added).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.store_region_ids(4).contains(&1) {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never reached store 4"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.must_remove_peer(1, added).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster.store_region_ids(4).contains(&1) {
+        assert!(
+            Instant::now() < deadline,
+            "the uninitialized peer was never collected"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = cluster.region_state(4, 1).expect("a tombstone");
+    assert_eq!(
+        state.state,
+        tessel::proto::raft_serverpb::PeerState::Tombstone as i32
+    );
+    cluster.clear_filters();
+    cluster.must_put(b"k2", b"v2").await;
+    cluster.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! (`puts.rs`, also `--membership` and `--split`), and the same client code
 //! against a running networked cluster or etcd (`net.rs`, `--target`).
 
+mod membership;
 mod net;
 mod puts;
 
@@ -102,7 +103,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if membership {
-        let report = actix::System::new().block_on(puts::run_membership(keys, value_size))?;
+        let report = actix::System::new().block_on(membership::run(keys, value_size))?;
         println!("{report}");
         return Ok(());
     }

@@ -58,7 +58,7 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -135,101 +135,6 @@ pub async fn run_puts(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         p999: q(0.999),
         flushes,
         rss_bytes: rss,
-    })
-}
-
-/// What membership changes cost in the in-process cluster.
-#[derive(Debug)]
-pub struct MembershipReport {
-    pub transfers: Vec<Duration>,
-    pub add_peer_keys: u64,
-    pub add_peer_bytes: u64,
-    pub add_peer: Duration,
-}
-
-impl std::fmt::Display for MembershipReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut t = self.transfers.clone();
-        t.sort();
-        let avg = t.iter().sum::<Duration>() / t.len().max(1) as u32;
-        writeln!(
-            f,
-            "leader transfer: {} runs, mean {:.0} ms, min {:.0} ms, max {:.0} ms",
-            t.len(),
-            ms(avg),
-            ms(t.first().copied().unwrap_or_default()),
-            ms(t.last().copied().unwrap_or_default())
-        )?;
-        write!(
-            f,
-            "add peer with snapshot ({} keys, {:.1} MiB): {:.0} ms until caught up",
-            self.add_peer_keys,
-            self.add_peer_bytes as f64 / (1024.0 * 1024.0),
-            ms(self.add_peer)
-        )
-    }
-}
-
-/// Measures leader transfers (operator to scheduler seeing the new leader)
-/// and one add-peer caught up by snapshot, with the scenario timings
-/// (50 ms ticks, 100 ms region heartbeats).
-pub async fn run_membership(keys: u64, value_size: usize) -> anyhow::Result<MembershipReport> {
-    use tessel::proto::metapb::Peer;
-    let mut cfg = Config::for_tests();
-    cfg.raft_log_gc_count_limit = 1000;
-    let cluster = Cluster::new(4, cfg);
-    cluster.start().await;
-    cluster.put_cf(CF_DEFAULT, b"warmup", b"x").await?;
-
-    let mut transfers = Vec::new();
-    for round in 0..10u64 {
-        let target = Peer {
-            id: round % 4 + 1,
-            store_id: round % 4 + 1,
-        };
-        let t = Instant::now();
-        cluster.try_transfer_leader(1, target).await?;
-        transfers.push(t.elapsed());
-    }
-
-    cluster
-        .try_remove_peer(1, Peer { id: 4, store_id: 4 })
-        .await?;
-    let value = vec![b'v'; value_size];
-    let mut tasks = Vec::new();
-    for c in 0..16u64 {
-        let cluster = cluster.clone();
-        let value = value.clone();
-        tasks.push(actix_rt::spawn(async move {
-            for i in (c..keys).step_by(16) {
-                cluster
-                    .put_cf(CF_DEFAULT, format!("key-{i:08}").as_bytes(), &value)
-                    .await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| anyhow!(e.to_string()))??;
-    }
-    let peer = cluster.alloc_peer(4);
-    let t = Instant::now();
-    cluster.try_add_peer(1, peer).await?;
-    // Caught up: the scheduler no longer lists it pending (AddPeer done).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.scheduler().with(|s| s.operator(1).is_some()) {
-        if Instant::now() > deadline {
-            return Err(anyhow!("new peer never caught up"));
-        }
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-    let add_peer = t.elapsed();
-    cluster.shutdown().await;
-    Ok(MembershipReport {
-        transfers,
-        add_peer_keys: keys,
-        add_peer_bytes: keys * (value_size as u64 + 12),
-        add_peer,
     })
 }
 
