@@ -197,3 +197,57 @@ fn is_initial_message(inbound: &Inbound) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::removed_sender_notice;
+    use crate::proto::metapb::{Peer, Region, RegionEpoch};
+    use crate::proto::raft_serverpb::RaftMessage;
+
+    fn region(conf_ver: u64, peers: &[(u64, u64)]) -> Region {
+        Region {
+            id: 7,
+            region_epoch: Some(RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            peers: peers
+                .iter()
+                .map(|&(id, store_id)| Peer { id, store_id })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A message from `from` (id, store) at `conf_ver` to this store's
+    /// destroyed peer 2 on store 2.
+    fn from(id: u64, store_id: u64, conf_ver: u64) -> RaftMessage {
+        RaftMessage {
+            region_id: 7,
+            from_peer: Some(Peer { id, store_id }),
+            to_peer: Some(Peer { id: 2, store_id: 2 }),
+            region_epoch: Some(RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_sender_the_tombstone_shows_removed_is_told() {
+        // Peer 2 applied its removal from {1, 2} and left {1}.
+        let tomb = region(3, &[(1, 1)]);
+        // Peer 1 may not have applied the removal yet and still needs
+        // peer 2's vote in its eyes: it is a survivor, never told.
+        assert!(removed_sender_notice(&tomb, &from(1, 1, 2)).is_none());
+        // Peer 9 on store 9 was removed before the tombstone's epoch.
+        let notice = removed_sender_notice(&tomb, &from(9, 9, 2)).expect("a notice");
+        assert!(notice.is_tombstone);
+        assert_eq!(notice.to_peer, Some(Peer { id: 9, store_id: 9 }));
+        assert_eq!(notice.region_epoch, tomb.region_epoch);
+        // A sender as new as the tombstone, or newer, is not stale.
+        assert!(removed_sender_notice(&tomb, &from(9, 9, 3)).is_none());
+        assert!(removed_sender_notice(&tomb, &from(9, 9, 4)).is_none());
+    }
+}
