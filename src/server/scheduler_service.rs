@@ -45,6 +45,7 @@ fn region_response(info: Option<RegionInfo>) -> GetRegionResponse {
             region: Some(i.region),
             leader: i.leader,
             approximate_size: i.approximate_size,
+            pending_peers: i.pending_peers,
         },
         None => GetRegionResponse::default(),
     }

@@ -449,8 +449,8 @@ async fn ctl_moves_a_replica_and_bad_input_is_refused() {
         .iter()
         .position(|a| *a == leaving_addr)
         .expect("a node at the leaving store's address");
-    cluster.kill_node(i);
     must_ctl(&s, &["add-peer", &region_id, &leaving]);
+    cluster.kill_node(i);
     let (ok, _, err) = ctl(
         &s,
         false,
@@ -459,6 +459,21 @@ async fn ctl_moves_a_replica_and_bad_input_is_refused() {
     assert!(
         !ok && err.contains("did not finish within 2 s") && err.contains("cancelled"),
         "{err}"
+    );
+    // A replica on a dead node becomes a member but never catches up:
+    // add-peer does not report it done.
+    let right_id = must_ctl(&s, &["region", "z"])["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = ctl(
+        &s,
+        false,
+        &["add-peer", &right_id, &leaving, "--timeout", "2"],
+    );
+    assert!(
+        !ok && err.contains("did not finish within 2 s"),
+        "add-peer to a dead node: {out} {err}"
     );
     let pending = must_ctl(&s, &["operators"]);
     assert!(

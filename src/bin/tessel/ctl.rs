@@ -108,6 +108,7 @@ fn region_json(r: &GetRegionResponse) -> Value {
         "peers": region.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
         "leader": r.leader.map(|l| json!({"id": l.id, "store_id": l.store_id})),
         "approximate_size": r.approximate_size,
+        "pending_peers": r.pending_peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
     })
 }
 
@@ -348,7 +349,9 @@ async fn membership(
             .map(|g| g.peers.clone())
             .unwrap_or_default();
         match kind {
-            OperatorKind::AddPeer => members.contains(&peer),
+            // A member that still waits for its snapshot is not a replica
+            // yet: done once the leader no longer reports it pending.
+            OperatorKind::AddPeer => members.contains(&peer) && !r.pending_peers.contains(&peer),
             OperatorKind::RemovePeer => !members.iter().any(|p| p.id == peer.id),
             _ => r.leader.is_some_and(|l| l.id == peer.id),
         }
