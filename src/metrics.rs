@@ -127,6 +127,16 @@ pub static CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+/// Counts committed membership changes raft refused to apply (a bug: the
+/// region checks the same rules first); each is logged and skipped.
+pub static FAILED_CONF_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tessel_conf_changes_refused_total",
+        "Committed membership changes raft refused and the peer skipped"
+    )
+    .expect("metric registers once")
+});
+
 /// Counts client requests to the Kv service, labelled by `call` (`get`,
 /// `put`, `scan`, `batch_put`, ...) and `outcome` (`ok`, `region_error`,
 /// `failed`).
@@ -190,6 +200,7 @@ pub fn register_all() {
         &READS,
         &SPLITS,
         &CONF_CHANGES,
+        &FAILED_CONF_CHANGES,
         &STALE_PEERS_DESTROYED,
         &SCHEDULER_HEARTBEATS,
         &OPERATORS_TIMED_OUT,

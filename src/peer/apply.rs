@@ -88,7 +88,7 @@ impl Peer {
                         None
                     }
                 },
-                EntryType::EntryConfChange => {
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     // Raft may generate a snapshot while taking the change in:
                     // the writes before it must already be in the tree.
                     self.commit_batch(&mut batch)?;
@@ -105,13 +105,6 @@ impl Peer {
                             None
                         }
                     }
-                }
-                EntryType::EntryConfChangeV2 => {
-                    warn!(
-                        index = e.index,
-                        "joint conf changes are never proposed; skipped"
-                    );
-                    None
                 }
             };
             self.raft.mut_store().apply_state.applied_index = e.index;

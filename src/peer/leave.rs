@@ -93,12 +93,7 @@ impl Peer {
                 l.informed.insert(m.from);
                 // The remaining voters: the region as applied (raft's own
                 // configuration still lists this peer, see `conf_change.rs`).
-                let voters: Vec<u64> = self
-                    .raft
-                    .store()
-                    .region
-                    .peers
-                    .iter()
+                let voters: Vec<u64> = crate::region::roles::voters(&self.raft.store().region)
                     .map(|p| p.id)
                     .collect();
                 let informed = voters.iter().filter(|id| l.informed.contains(id)).count();

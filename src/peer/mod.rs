@@ -16,6 +16,7 @@ mod effects;
 mod leave;
 mod log_gc;
 pub mod message;
+mod operator;
 mod propose;
 mod read;
 mod ready;
@@ -94,6 +95,8 @@ pub struct Peer {
     approximate_size: Option<u64>,
     /// Set when the leader must report its region at once (role or region change).
     heartbeat_now: bool,
+    /// A learner an operator waits to promote once it has caught up.
+    awaiting_promotion: Option<PeerId>,
     /// The region's meta changed while applying; the store must learn it.
     region_changed: Option<metapb::Region>,
     /// This peer applied its own removal and must be destroyed.
@@ -186,6 +189,7 @@ impl Peer {
             size_diff_hint: 0,
             approximate_size: None,
             heartbeat_now: false,
+            awaiting_promotion: None,
             region_changed: None,
             pending_remove: false,
             leaving: None,
@@ -367,6 +371,7 @@ impl Peer {
             return self.take_effects();
         }
         self.reprobe_followers();
+        self.tick_membership();
         if self
             .ticks
             .is_multiple_of(self.cfg.ticks_of(self.cfg.raft_log_gc_tick_interval))

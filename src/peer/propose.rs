@@ -16,7 +16,7 @@ pub(crate) fn epoch_checks(req: &RaftCmdRequest) -> (bool, bool) {
     match req.admin_request.as_ref().map(|a| a.cmd_type()) {
         None => (false, true),
         Some(AdminCmdType::CompactLog) | Some(AdminCmdType::InvalidAdmin) => (false, false),
-        Some(AdminCmdType::ChangePeer) => (true, false),
+        Some(AdminCmdType::ChangePeer) | Some(AdminCmdType::ChangePeerV2) => (true, false),
         Some(AdminCmdType::TransferLeader) | Some(AdminCmdType::Split) => (true, true),
     }
 }
@@ -122,7 +122,9 @@ impl Peer {
                 self.reply(cb, resp);
                 return;
             }
-            Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&req),
+            Some(AdminCmdType::ChangePeer) | Some(AdminCmdType::ChangePeerV2) => {
+                self.propose_conf_change(&req)
+            }
             _ => self.propose_normal(&req, session),
         };
         match result {
@@ -200,6 +202,13 @@ impl Peer {
         if find_peer_by_id(self.region(), target.id).is_none() {
             return error_response(RegionError::InvalidRequest(format!(
                 "peer {} is not a member of region {}",
+                target.id,
+                self.region_id()
+            )));
+        }
+        if !crate::region::roles::is_voter(self.region(), target.id) {
+            return error_response(RegionError::InvalidRequest(format!(
+                "peer {} of region {} is not a voter and cannot lead",
                 target.id,
                 self.region_id()
             )));

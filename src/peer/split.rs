@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{error_response, Peer};
 use crate::error::{Error, RegionError, Result};
-use crate::proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+use crate::proto::metapb::{Peer as PeerMeta, PeerRoleEntry, Region, RegionEpoch};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
     RaftResponseHeader, SplitRequest, SplitResponse,
@@ -100,6 +100,7 @@ impl Peer {
             crate::region::check_epoch(Some(e), region, false, true)?;
         }
         check_split_key(region, split_key)?;
+        check_not_joint(region)?;
         Ok(region.clone())
     }
 
@@ -175,6 +176,9 @@ impl Peer {
             return Ok(error_response(e));
         }
         if let Err(e) = check_split_ids(&region, split) {
+            return Ok(error_response(e));
+        }
+        if let Err(e) = check_not_joint(&region) {
             return Ok(error_response(e));
         }
         let (left, right) = split_region(&region, split);
@@ -284,6 +288,19 @@ fn check_split_ids(region: &Region, split: &SplitRequest) -> Result<()> {
     Ok(())
 }
 
+/// A region in a joint configuration is not split: both halves would have
+/// to leave it, each through its own Raft group. It leaves within a few
+/// round trips; the split is asked again.
+fn check_not_joint(region: &Region) -> Result<()> {
+    if crate::region::roles::in_joint(region) {
+        return Err(Error::Region(RegionError::ServerIsBusy(format!(
+            "region {} is in a joint configuration; split it once it left",
+            region.id
+        ))));
+    }
+    Ok(())
+}
+
 /// `start < split_key < end`, with an empty end as +infinity.
 fn check_split_key(region: &Region, split_key: &[u8]) -> Result<()> {
     if split_key.is_empty() || split_key <= region.start_key.as_slice() {
@@ -328,6 +345,18 @@ fn split_region(region: &Region, split: &SplitRequest) -> (Region, Region) {
                 store_id: p.store_id,
             })
             .collect(),
+        // Each new peer has the role its old one had (a learner stays one).
+        roles: region
+            .roles
+            .iter()
+            .filter_map(|r| {
+                let i = region.peers.iter().position(|p| p.id == r.peer_id)?;
+                Some(PeerRoleEntry {
+                    peer_id: *split.new_peer_ids.get(i)?,
+                    role: r.role,
+                })
+            })
+            .collect(),
     };
     (left, right)
 }
@@ -350,6 +379,7 @@ mod tests {
                 PeerMeta { id: 1, store_id: 1 },
                 PeerMeta { id: 7, store_id: 3 },
             ],
+            roles: vec![],
         };
         assert!(check_split_key(&region, b"a").is_err());
         assert!(check_split_key(&region, b"").is_err());

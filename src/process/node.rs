@@ -385,6 +385,7 @@ async fn register(
                         id: sched.alloc_id().await?,
                         store_id,
                     }],
+                    roles: vec![],
                 };
                 write_initial_states(engines, &region)?;
                 region

@@ -2,6 +2,7 @@
 //! [`RegionMap`] (`map.rs`), the one range map every layer keeps regions in.
 
 mod map;
+pub mod roles;
 
 pub use map::{RegionMap, Regional};
 
@@ -106,6 +107,7 @@ mod tests {
                 version: 3,
             }),
             peers: vec![],
+            roles: vec![],
         }
     }
 

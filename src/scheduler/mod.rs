@@ -12,14 +12,14 @@ mod operator;
 
 use std::collections::{BTreeMap, HashMap};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::proto::metapb::{Peer, Region, Store};
 use crate::proto::schedulerpb::{
     AskSplitResponse, Operator, OperatorKind, RegionHeartbeatRequest, RegionHeartbeatResponse,
     StoreStats,
 };
-use crate::region::{epoch, is_epoch_stale, RegionMap, Regional};
+use crate::region::{epoch, is_epoch_stale, roles, RegionMap, Regional};
 use crate::{RegionId, StoreId};
 
 pub use client::{LocalSchedulerClient, SchedulerClient};
@@ -180,6 +180,7 @@ impl Scheduler {
                 kind: OperatorKind::AddPeer as i32,
                 peer: Some(Peer { id, store_id }),
                 split_key: vec![],
+                replaced: None,
             },
         );
     }
@@ -362,8 +363,39 @@ impl Scheduler {
         if pending.is_some() {
             return Ok(pending);
         }
+        self.check_learners(region_id);
         self.check_replicas(region_id);
         Ok(self.pending_operator(region_id))
+    }
+
+    /// A RemovePeer for a learner no operator is about: one left by an
+    /// add that was cancelled or timed out before its promotion, or one a
+    /// split copied into the new half. It is taken out, as PD removes
+    /// orphan peers: a cancelled change is undone rather than finished
+    /// minutes later, and a learner that never votes only costs.
+    fn check_learners(&mut self, region_id: RegionId) {
+        if self.operators.contains_key(&region_id) {
+            return;
+        }
+        let Some(info) = self.regions.get(region_id) else {
+            return;
+        };
+        let region = &info.region;
+        let Some(orphan) = region
+            .peers
+            .iter()
+            .find(|p| roles::is_learner(region, p.id))
+        else {
+            return;
+        };
+        info!(region_id, peer = ?orphan, "removing a learner no operator is about");
+        let op = Operator {
+            kind: OperatorKind::RemovePeer as i32,
+            peer: Some(*orphan),
+            split_key: vec![],
+            replaced: None,
+        };
+        self.add_operator(region_id, op);
     }
 
     /// Learns both halves of a split from the old region's leader at once,
@@ -477,6 +509,7 @@ mod tests {
             end_key: end.to_vec(),
             region_epoch: Some(RegionEpoch { conf_ver, version }),
             peers: vec![Peer { id: 1, store_id: 1 }],
+            roles: vec![],
         }
     }
 
@@ -534,6 +567,7 @@ mod tests {
                 kind: OperatorKind::RemovePeer as i32,
                 peer: Some(target),
                 split_key: vec![],
+                replaced: None,
             },
         );
         assert!(s
@@ -551,6 +585,38 @@ mod tests {
     }
 
     #[test]
+    fn a_learner_no_operator_is_about_is_removed() {
+        use crate::proto::metapb::{PeerRole, PeerRoleEntry};
+        let mut s = Scheduler::new(10);
+        s.bootstrap(region(1, b"", b"", 1, 1));
+        let mut r = region(1, b"", b"", 2, 1);
+        r.peers.push(Peer { id: 2, store_id: 2 });
+        r.roles.push(PeerRoleEntry {
+            peer_id: 2,
+            role: PeerRole::Learner as i32,
+        });
+        // While an AddPeer is about it, it is left to be promoted.
+        let add = Operator {
+            kind: OperatorKind::AddPeer as i32,
+            peer: Some(Peer { id: 2, store_id: 2 }),
+            split_key: vec![],
+            replaced: None,
+        };
+        s.add_operator(1, add.clone());
+        let resp = s
+            .region_heartbeat(hb(r.clone()))
+            .unwrap()
+            .expect("operator");
+        assert_eq!(resp.operator, Some(add));
+        // Cancelled, the learner goes.
+        s.cancel_operator(1);
+        let resp = s.region_heartbeat(hb(r)).unwrap().expect("operator");
+        let op = resp.operator.expect("operator");
+        assert_eq!(op.kind(), OperatorKind::RemovePeer);
+        assert_eq!(op.peer.map(|p| p.id), Some(2));
+    }
+
+    #[test]
     fn unfinished_operators_time_out_and_can_be_cancelled() {
         let mut s = Scheduler::new(10);
         s.bootstrap(region(1, b"", b"", 1, 1));
@@ -558,6 +624,7 @@ mod tests {
             kind: OperatorKind::RemovePeer as i32,
             peer: Some(Peer { id: 1, store_id: 1 }),
             split_key: vec![],
+            replaced: None,
         };
         s.add_operator(1, remove.clone());
         assert_eq!(s.operators().len(), 1);

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::Scheduler;
+use crate::proto::metapb::PeerRole;
 use crate::proto::schedulerpb::{Operator, OperatorKind, RegionHeartbeatResponse};
-use crate::region::key_in_region;
+use crate::region::{key_in_region, roles};
 use crate::RegionId;
 
 /// An operator waiting to be carried out, and since when.
@@ -27,7 +28,7 @@ pub struct PendingOperator {
 pub fn operator_timeout(kind: OperatorKind) -> Duration {
     match kind {
         OperatorKind::TransferLeader => Duration::from_secs(10),
-        OperatorKind::AddPeer => Duration::from_secs(600),
+        OperatorKind::AddPeer | OperatorKind::ReplacePeer => Duration::from_secs(600),
         OperatorKind::RemovePeer | OperatorKind::Split | OperatorKind::None => {
             Duration::from_secs(60)
         }
@@ -102,27 +103,36 @@ impl Scheduler {
             return None;
         }
         let target = op.peer.unwrap_or_default();
-        let member = info.region.peers.iter().any(|p| p.id == target.id);
-        let done = match op.kind() {
-            // Obsolete when another replica of the region already sits on
-            // the target store (one sent before a scheduler restart was
-            // carried out meanwhile): a second one there is never placed.
-            OperatorKind::AddPeer => {
-                let crowded = info
-                    .region
+        let region = &info.region;
+        let member = |id| roles::role(region, id).is_some();
+        // A new replica is in place once it votes and has its log.
+        let voting = roles::role(region, target.id) == Some(PeerRole::Voter)
+            && !info.pending_peers.iter().any(|p| p.id == target.id);
+        // Obsolete when another replica of the region already sits on the
+        // target store (one sent before a scheduler restart was carried out
+        // meanwhile): a second one there is never placed.
+        let crowded = || {
+            let crowded = !member(target.id)
+                && region
                     .peers
                     .iter()
                     .any(|p| p.store_id == target.store_id && p.id != target.id);
-                if crowded {
-                    warn!(
-                        region_id,
-                        ?target,
-                        "AddPeer dropped: the store already holds a replica"
-                    );
-                }
-                crowded || (member && !info.pending_peers.iter().any(|p| p.id == target.id))
+            if crowded {
+                warn!(
+                    region_id,
+                    ?target,
+                    "operator dropped: the store already holds a replica"
+                );
             }
-            OperatorKind::RemovePeer => !member,
+            crowded
+        };
+        let done = match op.kind() {
+            OperatorKind::AddPeer => crowded() || voting,
+            OperatorKind::ReplacePeer => {
+                let gone = op.replaced.is_none_or(|old| !member(old.id));
+                crowded() || (voting && gone)
+            }
+            OperatorKind::RemovePeer => !member(target.id),
             OperatorKind::TransferLeader => info.leader.as_ref().is_some_and(|l| l.id == target.id),
             // Done once the region starts at the key; dropped as obsolete
             // once the key left the region (another split moved it out):

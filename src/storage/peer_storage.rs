@@ -250,10 +250,7 @@ impl PeerStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        ConfState {
-            voters: self.region.peers.iter().map(|p| p.id).collect(),
-            ..Default::default()
-        }
+        crate::region::roles::conf_state(&self.region)
     }
 
     fn raft_state(&self) -> Result<RaftLocalState> {

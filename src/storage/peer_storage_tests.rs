@@ -15,6 +15,7 @@ fn region() -> Region {
             version: 1,
         }),
         peers: vec![Peer { id: 1, store_id: 1 }],
+        roles: vec![],
     }
 }
 

@@ -150,7 +150,7 @@ pub fn generate(
     let meta = snap.mut_metadata();
     meta.index = index;
     meta.term = term;
-    meta.mut_conf_state().voters = region.peers.iter().map(|p| p.id).collect();
+    meta.set_conf_state(crate::region::roles::conf_state(&region));
     Ok(snap)
 }
 

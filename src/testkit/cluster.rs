@@ -203,6 +203,7 @@ impl Cluster {
                 .into_iter()
                 .map(|id| Peer { id, store_id: id })
                 .collect(),
+            roles: vec![],
         }
     }
 

@@ -8,6 +8,7 @@ use crate::actors::msg::SplitRegion;
 use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb::Peer;
 use crate::proto::schedulerpb::{Operator, OperatorKind};
+use crate::region::roles;
 use crate::scheduler::RegionInfo;
 use crate::RegionId;
 
@@ -16,16 +17,19 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
     fn schedule(&self, region_id: RegionId, kind: OperatorKind, peer: Peer) {
-        self.inner.scheduler.with(|s| {
-            s.add_operator(
-                region_id,
-                Operator {
-                    kind: kind as i32,
-                    peer: Some(peer),
-                    split_key: vec![],
-                },
-            )
-        });
+        self.schedule_op(
+            region_id,
+            Operator {
+                kind: kind as i32,
+                peer: Some(peer),
+                split_key: vec![],
+                replaced: None,
+            },
+        );
+    }
+
+    fn schedule_op(&self, region_id: RegionId, op: Operator) {
+        self.inner.scheduler.with(|s| s.add_operator(region_id, op));
     }
 
     async fn wait_region(
@@ -50,13 +54,40 @@ impl Cluster {
         }
     }
 
-    /// Adds `peer` to the region; waits until the scheduler sees it a member.
+    /// Adds `peer` to the region; waits until the scheduler sees it a
+    /// voter. It joins as a learner and is promoted once caught up.
     pub async fn try_add_peer(&self, region_id: RegionId, peer: Peer) -> Result<()> {
         self.schedule(region_id, OperatorKind::AddPeer, peer);
         self.wait_region(region_id, format!("add peer {peer:?}"), |info| {
-            info.region.peers.contains(&peer)
+            info.region.peers.contains(&peer) && roles::is_voter(&info.region, peer.id)
         })
         .await
+    }
+
+    /// Replaces the region's replica `old` by `new` (a learner that
+    /// catches up, then one joint change); waits until the scheduler sees
+    /// `new` a voter and `old` gone.
+    pub async fn try_replace_peer(&self, region_id: RegionId, old: Peer, new: Peer) -> Result<()> {
+        self.schedule_op(
+            region_id,
+            Operator {
+                kind: OperatorKind::ReplacePeer as i32,
+                peer: Some(new),
+                split_key: vec![],
+                replaced: Some(old),
+            },
+        );
+        self.wait_region(region_id, format!("replace {old:?} by {new:?}"), |info| {
+            roles::is_voter(&info.region, new.id) && roles::role(&info.region, old.id).is_none()
+        })
+        .await
+    }
+
+    /// Like [`Cluster::try_replace_peer`]; panics after 5 s.
+    pub async fn must_replace_peer(&self, region_id: RegionId, old: Peer, new: Peer) {
+        if let Err(e) = self.try_replace_peer(region_id, old, new).await {
+            panic!("{e}");
+        }
     }
 
     /// Removes `peer` from the region; waits until the scheduler sees it gone.

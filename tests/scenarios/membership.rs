@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use tessel::proto::metapb::Peer;
+use tessel::proto::metapb::{Peer, Region};
 use tessel::proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+    AdminCmdType, AdminRequest, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
+    TransferLeaderRequest,
 };
 use tessel::testkit::Cluster;
 use tessel::Config;
@@ -177,19 +178,32 @@ async fn wait_peer(
     }
 }
 
-/// Of {A, B}, B proposes removing A, and A (holding the entry) is elected
-/// and commits it. A leader destroyed as soon as it applies its own removal
-/// leaves B with the entry but not the news that it committed: B still
-/// needs A's vote, and the region is dead. The message that would have told
-/// B is dropped here; A must stay until B knows.
+/// A voter of a two-voter region is never removed by a simple change
+/// (tikv/tikv#10595): it is demoted to a learner first.
 #[actix::test]
-async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
-    use raft::eraftpb::MessageType;
-    use std::sync::Arc;
-    use tessel::proto::raft_cmdpb::ChangePeerRequest;
-    use tessel::proto::raft_serverpb::RaftMessage;
-    use tessel::testkit::Filter;
+async fn one_of_two_voters_is_demoted_not_removed() {
+    let (cluster, region, a, b) = two_voters().await;
+    let answer = cluster
+        .call_store(
+            b.store_id,
+            change_peer(&region, b, ConfChangeType::RemoveNode, a),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answered");
+    let err = answer.header.and_then(|h| h.error).expect("refused");
+    assert!(err.message.contains("demote"), "{err:?}");
+    // Through the scheduler the removal takes two steps, and the region
+    // keeps a leader throughout.
+    cluster.must_remove_peer(region.id, a).await;
+    cluster.must_put(b"k", b"v2").await;
+    assert_eq!(cluster.must_get(b"k").await, b"v2");
+    cluster.shutdown().await;
+}
 
+/// A started two-store cluster holding "k", its region, and the region's
+/// follower A and leader B.
+async fn two_voters() -> (Cluster, Region, Peer, Peer) {
     crate::harness::init();
     let cluster = Cluster::new(2, Config::for_tests());
     cluster.start().await;
@@ -201,22 +215,15 @@ async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
         .iter()
         .find(|p| p.id != b.id)
         .expect("two peers");
-    let before = cluster
-        .peer_status(b.store_id, region.id)
-        .await
-        .expect("B runs");
-    let removal_index = before.last_index + 1;
-    let store_of = |p: &Option<Peer>| p.map_or(0, |p| p.store_id);
-    let is = |m: &RaftMessage, t: MessageType| m.msg_type == t as i32;
+    (cluster, region, a, b)
+}
 
-    // B proposes the removal; A takes the entry, B never learns it did.
-    cluster.add_filter(Filter::Custom(Arc::new(move |m: &RaftMessage| {
-        !(is(m, MessageType::MsgAppendResponse) && store_of(&m.to_peer) == b.store_id)
-    })));
-    let remove = RaftCmdRequest {
+fn change_peer(region: &Region, from: Peer, kind: ConfChangeType, target: Peer) -> RaftCmdRequest {
+    use tessel::proto::raft_cmdpb::ChangePeerRequest;
+    RaftCmdRequest {
         header: Some(RaftRequestHeader {
             region_id: region.id,
-            peer: Some(b),
+            peer: Some(from),
             region_epoch: region.region_epoch,
             term: 0,
         }),
@@ -224,46 +231,86 @@ async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
         admin_request: Some(AdminRequest {
             cmd_type: AdminCmdType::ChangePeer as i32,
             change_peer: Some(ChangePeerRequest {
-                change_type: tessel::proto::raft_cmdpb::ConfChangeType::RemoveNode as i32,
-                peer: Some(a),
+                change_type: kind as i32,
+                peer: Some(target),
             }),
             ..Default::default()
         }),
-    };
+    }
+}
+
+/// Of {A, B}, B proposes demoting A, and A (holding the entry) is elected
+/// and commits it, while the messages that would tell B of the commit are
+/// lost. Had A been removed, it would be gone and B, still needing A's vote,
+/// would have no way to a leader. Demoted, A stays a learner that answers
+/// B's vote requests and appends: once the network heals the region has a
+/// leader, and A is then removed as a learner.
+#[actix::test]
+async fn a_leader_committing_its_own_demotion_leaves_the_region_a_leader() {
+    use raft::eraftpb::MessageType;
+    use std::sync::Arc;
+    use tessel::proto::raft_serverpb::RaftMessage;
+    use tessel::region::roles;
+    use tessel::testkit::Filter;
+
+    let (cluster, region, a, b) = two_voters().await;
+    let before = cluster
+        .peer_status(b.store_id, region.id)
+        .await
+        .expect("B runs");
+    let demotion_index = before.last_index + 1;
+    let store_of = |p: &Option<Peer>| p.map_or(0, |p| p.store_id);
+    let is = |m: &RaftMessage, t: MessageType| m.msg_type == t as i32;
+
+    // B proposes the demotion; A takes the entry, B never learns it did.
+    cluster.add_filter(Filter::Custom(Arc::new(move |m: &RaftMessage| {
+        !(is(m, MessageType::MsgAppendResponse) && store_of(&m.to_peer) == b.store_id)
+    })));
+    let demote = change_peer(&region, b, ConfChangeType::AddLearnerNode, a);
     let answer = cluster
-        .call_store(b.store_id, remove, Duration::from_millis(300))
+        .call_store(b.store_id, demote, Duration::from_millis(300))
         .await;
-    assert!(answer.is_err(), "the removal cannot commit yet: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "the demotion cannot commit yet: {answer:?}"
+    );
     wait_peer(
         &cluster,
         a.store_id,
         region.id,
-        "A holds the removal",
-        |s| s.last_index >= removal_index,
+        "A holds the demotion",
+        |s| s.last_index >= demotion_index,
     )
     .await;
 
     // B goes quiet towards A, so A campaigns and wins with B's vote; A's
-    // appends that would carry the commit of its removal to B are lost.
+    // appends that would carry the commit of the demotion to B are lost.
     cluster.add_filter(Filter::Custom(Arc::new(move |m: &RaftMessage| {
         let b_to_a = store_of(&m.from_peer) == b.store_id && store_of(&m.to_peer) == a.store_id;
         if b_to_a {
             return !(is(m, MessageType::MsgHeartbeat) || is(m, MessageType::MsgAppend));
         }
-        if store_of(&m.from_peer) == a.store_id && is(m, MessageType::MsgAppend) {
+        if store_of(&m.from_peer) == a.store_id
+            && (is(m, MessageType::MsgAppend) || is(m, MessageType::MsgHeartbeat))
+        {
             let mut msg = raft::eraftpb::Message::default();
             let _ = protobuf::Message::merge_from_bytes(&mut msg, &m.message);
-            return msg.commit < removal_index;
+            return msg.commit < demotion_index;
         }
         true
     })));
-    wait_peer(&cluster, b.store_id, region.id, "B alone leads", |s| {
-        s.is_leader && s.region.peers == vec![b]
-    })
+    wait_peer(
+        &cluster,
+        a.store_id,
+        region.id,
+        "A applied its demotion",
+        |s| roles::is_learner(&s.region, a.id),
+    )
     .await;
     cluster.clear_filters();
     cluster.must_put(b"k", b"v2").await;
     assert_eq!(cluster.must_get(b"k").await, b"v2");
+    cluster.must_remove_peer(region.id, a).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while cluster.store_region_ids(a.store_id).contains(&region.id) {
         assert!(
@@ -272,5 +319,7 @@ async fn a_leader_committing_its_own_removal_leaves_the_region_a_leader() {
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+    cluster.must_put(b"k", b"v3").await;
+    assert_eq!(cluster.must_get(b"k").await, b"v3");
     cluster.shutdown().await;
 }

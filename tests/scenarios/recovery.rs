@@ -185,6 +185,7 @@ async fn a_second_replica_on_one_store_is_refused() {
                 kind: tessel::proto::schedulerpb::OperatorKind::AddPeer as i32,
                 peer: Some(second),
                 split_key: vec![],
+                replaced: None,
             },
         )
     });
@@ -267,6 +268,7 @@ async fn zombie_is_collected(rescue: Rescue) {
                 kind: tessel::proto::schedulerpb::OperatorKind::AddPeer as i32,
                 peer: Some(on_one),
                 split_key: vec![],
+                replaced: None,
             },
         )
     });
@@ -317,7 +319,18 @@ async fn an_uninitialized_peer_whose_addition_was_undone_goes() {
     cluster.must_put(b"k", b"v").await;
     cluster.add_filter(Filter::DropType(MessageType::MsgSnapshot));
     let added = cluster.alloc_peer(4);
-    cluster.must_add_peer(1, added).await;
+    // It joins as a learner, never promoted: it has no log to vote with.
+    cluster.scheduler().with(|s| {
+        s.add_operator(
+            1,
+            tessel::proto::schedulerpb::Operator {
+                kind: tessel::proto::schedulerpb::OperatorKind::AddPeer as i32,
+                peer: Some(added),
+                split_key: vec![],
+                replaced: None,
+            },
+        )
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cluster.store_region_ids(4).contains(&1) {
         assert!(
@@ -326,6 +339,15 @@ async fn an_uninitialized_peer_whose_addition_was_undone_goes() {
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+    let region = cluster
+        .scheduler()
+        .with(|s| s.get_region_by_id(1))
+        .expect("known")
+        .region;
+    assert!(
+        !tessel::region::roles::is_voter(&region, added.id),
+        "a peer without its snapshot votes: {region:?}"
+    );
     cluster.must_remove_peer(1, added).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while cluster.store_region_ids(4).contains(&1) {
@@ -342,5 +364,138 @@ async fn an_uninitialized_peer_whose_addition_was_undone_goes() {
     );
     cluster.clear_filters();
     cluster.must_put(b"k2", b"v2").await;
+    cluster.shutdown().await;
+}
+
+/// The epoch's conf_ver of the region as the scheduler knows it.
+fn conf_ver(cluster: &Cluster, region_id: u64) -> u64 {
+    cluster
+        .scheduler()
+        .with(|s| s.get_region_by_id(region_id))
+        .and_then(|i| i.region.region_epoch)
+        .map_or(0, |e| e.conf_ver)
+}
+
+/// A replica is moved with one joint change: the new peer joins as a
+/// learner, one ConfChangeV2 promotes it and demotes the old one, raft
+/// leaves the joint configuration, and the old learner is removed: four
+/// applied changes, each moving conf_ver by one. A moved leader hands its
+/// leadership over first. Data and writes carry on throughout.
+#[actix::test]
+async fn a_replica_moves_through_one_joint_change() {
+    use tessel::region::roles;
+    crate::harness::init();
+    let cluster = Cluster::new(4, Config::for_tests());
+    cluster.start().await;
+    cluster.must_put(b"k", b"v0").await;
+    let region = cluster.get_region(b"k").await;
+    cluster
+        .must_remove_peer(region.id, Peer { id: 4, store_id: 4 })
+        .await;
+    let leader = cluster.leader_of_region(region.id).await.expect("a leader");
+    let follower = *region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.id && p.store_id != 4)
+        .expect("a follower");
+
+    // A follower moves to store 4.
+    let before = conf_ver(&cluster, region.id);
+    let on_four = cluster.alloc_peer(4);
+    cluster
+        .must_replace_peer(region.id, follower, on_four)
+        .await;
+    assert_eq!(conf_ver(&cluster, region.id), before + 4);
+    cluster.must_put(b"k", b"v1").await;
+    cluster.must_store_get_equal(4, b"k", Some(b"v1")).await;
+
+    // The leader moves back to the follower's store: it hands over first.
+    let leader = cluster.leader_of_region(region.id).await.expect("a leader");
+    let back = cluster.alloc_peer(follower.store_id);
+    cluster.must_replace_peer(region.id, leader, back).await;
+    let info = cluster
+        .scheduler()
+        .with(|s| s.get_region_by_id(region.id))
+        .expect("known");
+    assert_ne!(info.leader.map(|l| l.id), Some(leader.id));
+    assert_eq!(info.region.peers.len(), 3);
+    assert!(info.region.roles.is_empty(), "{:?}", info.region);
+    assert!(roles::is_voter(&info.region, back.id));
+    cluster.must_put(b"k", b"v2").await;
+    cluster
+        .must_store_get_equal(follower.store_id, b"k", Some(b"v2"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster
+        .store_region_ids(leader.store_id)
+        .contains(&region.id)
+    {
+        assert!(Instant::now() < deadline, "the moved leader is not gone");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.shutdown().await;
+}
+
+/// A new replica added while writes never stop catches up and is promoted:
+/// the leader keeps the log the learner still needs after its snapshot (log
+/// GC respects followers), so it is not sent snapshot after snapshot, and
+/// it votes only once its log is close to the leader's.
+#[actix::test]
+async fn a_new_peer_catches_up_under_sustained_writes() {
+    use std::sync::atomic::AtomicBool;
+    crate::harness::init();
+    let mut cfg = Config::for_tests();
+    cfg.raft_log_gc_count_limit = 40;
+    let cluster = Cluster::new(3, cfg);
+    cluster.start().await;
+    cluster.must_put(b"k0", b"v").await;
+    let region = cluster.get_region(b"k0").await;
+    cluster
+        .must_remove_peer(region.id, Peer { id: 3, store_id: 3 })
+        .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (cluster, stop, written) = (cluster.clone(), stop.clone(), written.clone());
+        writers.push(actix_rt::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && i < 20_000 {
+                let key = format!("w{w}-{i:06}");
+                cluster.must_put(key.as_bytes(), &[b'x'; 256]).await;
+                written.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            i
+        }));
+    }
+    // Far more than the log keeps is written before the new peer joins.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while written.load(Ordering::Relaxed) < 400 {
+        assert!(Instant::now() < deadline, "writes do not go through");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = cluster.alloc_peer(3);
+    let at_add = written.load(Ordering::Relaxed);
+    let started = Instant::now();
+    cluster
+        .try_add_peer(region.id, new)
+        .await
+        .unwrap_or_else(|e| panic!("added under writes: {e}"));
+    let took = started.elapsed();
+    let during = written.load(Ordering::Relaxed) - at_add;
+    stop.store(true, Ordering::Relaxed);
+    let mut last = Vec::new();
+    for (w, h) in writers.into_iter().enumerate() {
+        let n = h.await.expect("writer");
+        last.push(format!("w{w}-{:06}", n - 1));
+    }
+    eprintln!("new peer voting after {took:?}, {during} writes meanwhile");
+    assert!(during > 0, "writes stalled while the peer was added");
+    for key in last {
+        cluster
+            .must_store_get_equal(3, key.as_bytes(), Some(&[b'x'; 256]))
+            .await;
+    }
     cluster.shutdown().await;
 }

@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tessel::proto::metapb;
 use tessel::proto::schedulerpb::{AskSplitResponse, Operator, OperatorKind};
+use tessel::region::roles;
 use tessel::{RegionId, StoreId};
 
 use super::world::{Event, World, MS, SEC};
@@ -95,8 +96,19 @@ fn operate(w: &mut World, store: StoreId, region: RegionId, op: Operator) {
     w.feed(store, region, |p| p.on_propose(req, cb));
 }
 
-/// Adds a peer on a store without one, or removes one, keeping 1 to all
-/// stores' worth of replicas.
+fn operator(kind: OperatorKind, peer: metapb::Peer, replaced: Option<metapb::Peer>) -> Operator {
+    Operator {
+        kind: kind as i32,
+        peer: Some(peer),
+        split_key: vec![],
+        replaced,
+    }
+}
+
+/// One step of a membership change, as a leader takes it from a re-sent
+/// operator: a new peer joins as a learner; a learner is promoted, removed,
+/// or swapped in for a voter in one joint change; a voter is demoted. Keeps
+/// 1 to all stores' worth of replicas.
 fn change_peer(w: &mut World) {
     let Some((store, region)) = pick_leader(w) else {
         return;
@@ -106,24 +118,29 @@ fn change_peer(w: &mut World) {
     let free: Vec<StoreId> = (1..=n as u64)
         .filter(|s| r.peers.iter().all(|p| p.store_id != *s))
         .collect();
+    let learner = r
+        .peers
+        .iter()
+        .copied()
+        .find(|p| roles::is_learner(&r, p.id));
+    let voters: Vec<metapb::Peer> = roles::voters(&r).copied().collect();
     let add = !free.is_empty() && (r.peers.len() < 3 || w.rng.gen_bool(0.4));
-    let op = if add {
-        let store_id = *free.choose(&mut w.rng).expect("non-empty");
-        Operator {
-            kind: OperatorKind::AddPeer as i32,
-            peer: Some(metapb::Peer {
-                id: w.alloc_id(),
-                store_id,
-            }),
-            split_key: vec![],
+    let op = if let Some(l) = learner {
+        match w.rng.gen_range(0..3) {
+            0 => operator(OperatorKind::AddPeer, l, None),
+            1 => operator(OperatorKind::RemovePeer, l, None),
+            _ => {
+                let old = *voters.choose(&mut w.rng).expect("a region has a voter");
+                operator(OperatorKind::ReplacePeer, l, Some(old))
+            }
         }
+    } else if add {
+        let store_id = *free.choose(&mut w.rng).expect("non-empty");
+        let id = w.alloc_id();
+        operator(OperatorKind::AddPeer, metapb::Peer { id, store_id }, None)
     } else if r.peers.len() > 1 {
         let victim = *r.peers.choose(&mut w.rng).expect("non-empty");
-        Operator {
-            kind: OperatorKind::RemovePeer as i32,
-            peer: Some(victim),
-            split_key: vec![],
-        }
+        operator(OperatorKind::RemovePeer, victim, None)
     } else {
         return;
     };
@@ -138,11 +155,7 @@ fn transfer_leader(w: &mut World) {
     let Some(target) = r.peers.choose(&mut w.rng).copied() else {
         return;
     };
-    let op = Operator {
-        kind: OperatorKind::TransferLeader as i32,
-        peer: Some(target),
-        split_key: vec![],
-    };
+    let op = operator(OperatorKind::TransferLeader, target, None);
     operate(w, store, region, op);
 }
 

@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use tessel::client::Client;
-use tessel::proto::metapb::{Peer, Region};
+use tessel::proto::metapb::{Peer, PeerRole, Region};
 use tessel::proto::schedulerpb::{GetRegionResponse, GetStoreResponse, Operator, OperatorKind};
+use tessel::region::roles;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum CtlCommand {
@@ -44,8 +45,13 @@ pub enum CtlCommand {
     TransferLeader { region: u64, store: u64 },
     /// Add a replica of a region on a store.
     AddPeer { region: u64, store: u64 },
-    /// Remove a region's replica from a store.
+    /// Remove a region's replica from a store (a voter is demoted to a
+    /// learner first).
     RemovePeer { region: u64, store: u64 },
+    /// Move a region's replica from one store to another: a learner on the
+    /// new store catches up, one joint change makes it a voter and the old
+    /// replica a learner, then the old replica is removed.
+    MovePeer { region: u64, from: u64, to: u64 },
     /// Split the region holding a key so that the key starts a region.
     Split { key: String },
     /// List the operators the scheduler has not yet seen done, with their
@@ -75,6 +81,11 @@ fn operator_text(op: &Operator) -> String {
         OperatorKind::AddPeer => format!("add peer {peer}"),
         OperatorKind::RemovePeer => format!("remove peer {peer}"),
         OperatorKind::TransferLeader => format!("transfer leader to {peer}"),
+        OperatorKind::ReplacePeer => format!(
+            "replace peer {} with {peer}",
+            op.replaced
+                .map_or("-".into(), |p| format!("{}@s{}", p.id, p.store_id))
+        ),
         OperatorKind::None => "none".into(),
     }
 }
@@ -83,6 +94,7 @@ fn operator_json(op: &Operator) -> Value {
     json!({
         "kind": format!("{:?}", op.kind()),
         "peer": op.peer.map(|p| json!({"id": p.id, "store_id": p.store_id})),
+        "replaced": op.replaced.map(|p| json!({"id": p.id, "store_id": p.store_id})),
         "split_key": String::from_utf8_lossy(&op.split_key),
     })
 }
@@ -105,7 +117,11 @@ fn region_json(r: &GetRegionResponse) -> Value {
         "end_key": String::from_utf8_lossy(&region.end_key),
         "conf_ver": e.conf_ver,
         "version": e.version,
-        "peers": region.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
+        "peers": region.peers.iter().map(|p| json!({
+            "id": p.id,
+            "store_id": p.store_id,
+            "role": roles::role_name(roles::role(&region, p.id).unwrap_or_default()),
+        })).collect::<Vec<_>>(),
         "leader": r.leader.map(|l| json!({"id": l.id, "store_id": l.store_id})),
         "approximate_size": r.approximate_size,
         "pending_peers": r.pending_peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
@@ -128,7 +144,10 @@ pub fn region_summary(region: &Region, leader: Option<Peer>) -> String {
     let peers: Vec<String> = region
         .peers
         .iter()
-        .map(|p| format!("{}@s{}", p.id, p.store_id))
+        .map(|p| match roles::role(region, p.id).unwrap_or_default() {
+            PeerRole::Voter => format!("{}@s{}", p.id, p.store_id),
+            r => format!("{}@s{}({})", p.id, p.store_id, roles::role_name(r)),
+        })
         .collect();
     format!(
         "region {} [{}, {}) conf_ver {} version {} peers [{}] leader {}",
@@ -242,6 +261,10 @@ pub async fn run(
             let r = membership(&client, region, store, OperatorKind::RemovePeer, wait).await?;
             out(region_line(&r), region_json(&r))
         }
+        CtlCommand::MovePeer { region, from, to } => {
+            let r = move_peer(&client, region, from, to, wait).await?;
+            out(region_line(&r), region_json(&r))
+        }
         CtlCommand::Split { key } => {
             client.split(key.as_bytes()).await?;
             let r = wait_region(
@@ -300,14 +323,28 @@ pub async fn run(
     })
 }
 
-/// Schedules a membership operator and waits until the scheduler shows it.
-async fn membership(
+/// Whether the region shows `peer` as a replica in place: a voter whose
+/// log the leader no longer reports behind (a learner or a member still
+/// waiting for its snapshot is not there yet).
+fn voting(r: &GetRegionResponse, peer: &Peer) -> bool {
+    r.region
+        .as_ref()
+        .is_some_and(|g| roles::role(g, peer.id) == Some(PeerRole::Voter))
+        && !r.pending_peers.iter().any(|p| p.id == peer.id)
+}
+
+fn is_member(r: &GetRegionResponse, peer: &Peer) -> bool {
+    r.region
+        .as_ref()
+        .is_some_and(|g| g.peers.iter().any(|p| p.id == peer.id))
+}
+
+/// The region's meta, and that the store exists.
+async fn region_and_store(
     client: &Client,
     region_id: u64,
     store_id: u64,
-    kind: OperatorKind,
-    wait: Duration,
-) -> anyhow::Result<GetRegionResponse> {
+) -> anyhow::Result<Region> {
     let info = client.scheduler().get_region_by_id(region_id).await?;
     let region: Region = info
         .region
@@ -317,45 +354,99 @@ async fn membership(
         .get_store(store_id)
         .await
         .with_context(|| format!("store {store_id}"))?;
-    let existing = region
+    Ok(region)
+}
+
+fn peer_on(region: &Region, store_id: u64) -> Option<Peer> {
+    region
         .peers
         .iter()
         .find(|p| p.store_id == store_id)
-        .copied();
-    let peer: Peer = match (kind, existing) {
+        .copied()
+}
+
+async fn new_peer(client: &Client, store_id: u64) -> anyhow::Result<Peer> {
+    Ok(Peer {
+        id: tessel::scheduler::SchedulerClient::alloc_id(client.scheduler()).await?,
+        store_id,
+    })
+}
+
+/// Schedules a membership operator and waits until the scheduler shows it.
+async fn membership(
+    client: &Client,
+    region_id: u64,
+    store_id: u64,
+    kind: OperatorKind,
+    wait: Duration,
+) -> anyhow::Result<GetRegionResponse> {
+    let region = region_and_store(client, region_id, store_id).await?;
+    let peer: Peer = match (kind, peer_on(&region, store_id)) {
         (OperatorKind::AddPeer, Some(p)) => bail!("store {store_id} already has peer {}", p.id),
-        (OperatorKind::AddPeer, None) => Peer {
-            id: tessel::scheduler::SchedulerClient::alloc_id(client.scheduler()).await?,
-            store_id,
-        },
+        (OperatorKind::AddPeer, None) => new_peer(client, store_id).await?,
         (_, None) => bail!("region {region_id} has no peer on store {store_id}"),
         (_, Some(p)) => p,
     };
-    client
-        .scheduler()
-        .schedule_operator(
-            region_id,
-            Operator {
-                kind: kind as i32,
-                peer: Some(peer),
-                split_key: vec![],
-            },
-        )
-        .await?;
-    let done = move |r: &GetRegionResponse| {
-        let members = r
-            .region
-            .as_ref()
-            .map(|g| g.peers.clone())
-            .unwrap_or_default();
-        match kind {
-            // A member that still waits for its snapshot is not a replica
-            // yet: done once the leader no longer reports it pending.
-            OperatorKind::AddPeer => members.contains(&peer) && !r.pending_peers.contains(&peer),
-            OperatorKind::RemovePeer => !members.iter().any(|p| p.id == peer.id),
-            _ => r.leader.is_some_and(|l| l.id == peer.id),
-        }
+    let op = Operator {
+        kind: kind as i32,
+        peer: Some(peer),
+        split_key: vec![],
+        replaced: None,
     };
+    let what = match kind {
+        OperatorKind::AddPeer => format!("adding peer {} on store {store_id}", peer.id),
+        OperatorKind::RemovePeer => format!("removing peer {} from store {store_id}", peer.id),
+        _ => format!("moving the leadership to store {store_id}"),
+    };
+    let done = move |r: &GetRegionResponse| match kind {
+        OperatorKind::AddPeer => voting(r, &peer),
+        OperatorKind::RemovePeer => !is_member(r, &peer),
+        _ => r.leader.is_some_and(|l| l.id == peer.id),
+    };
+    carry_out(client, region_id, op, done, what, wait).await
+}
+
+/// Schedules a ReplacePeer moving the region's replica on `from` to `to`.
+async fn move_peer(
+    client: &Client,
+    region_id: u64,
+    from: u64,
+    to: u64,
+    wait: Duration,
+) -> anyhow::Result<GetRegionResponse> {
+    let region = region_and_store(client, region_id, to).await?;
+    let Some(old) = peer_on(&region, from) else {
+        bail!("region {region_id} has no peer on store {from}");
+    };
+    if let Some(p) = peer_on(&region, to) {
+        bail!("store {to} already has peer {}", p.id);
+    }
+    let peer = new_peer(client, to).await?;
+    let op = Operator {
+        kind: OperatorKind::ReplacePeer as i32,
+        peer: Some(peer),
+        split_key: vec![],
+        replaced: Some(old),
+    };
+    let what = format!(
+        "moving peer {} on store {from} to peer {} on store {to}",
+        old.id, peer.id
+    );
+    let done = move |r: &GetRegionResponse| voting(r, &peer) && !is_member(r, &old);
+    carry_out(client, region_id, op, done, what, wait).await
+}
+
+/// Schedules `op` and waits until `done` holds for the scheduler's view of
+/// the region; gives up after `wait`, cancelling the operator first.
+async fn carry_out(
+    client: &Client,
+    region_id: u64,
+    op: Operator,
+    done: impl Fn(&GetRegionResponse) -> bool,
+    what: String,
+    wait: Duration,
+) -> anyhow::Result<GetRegionResponse> {
+    client.scheduler().schedule_operator(region_id, op).await?;
     let waited = wait_region(
         || async { client.scheduler().get_region_by_id(region_id).await },
         done,
@@ -368,11 +459,6 @@ async fn membership(
     // Giving up must not leave the change to happen minutes later: the
     // operator is cancelled before saying so.
     let cancelled = client.scheduler().cancel_operator(region_id).await;
-    let what = match kind {
-        OperatorKind::AddPeer => format!("adding peer {} on store {store_id}", peer.id),
-        OperatorKind::RemovePeer => format!("removing peer {} from store {store_id}", peer.id),
-        _ => format!("moving the leadership to store {store_id}"),
-    };
     let after = match cancelled {
         Ok(Some(_)) => "the operator is cancelled; if the region's leader had already proposed \
                         the change it may still apply (check with `ctl regions`)"

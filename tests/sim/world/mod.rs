@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use tessel::peer::{Effects, Peer};
 use tessel::proto::metapb::{self, Region};
 use tessel::proto::raft_serverpb::RaftMessage;
+use tessel::region::roles;
 use tessel::storage::tasks::{SnapshotTask, Task};
 
 use tessel::store::{SplitStart, StoreEnv};
@@ -158,6 +159,10 @@ pub struct Stats {
     pub splits: u64,
     pub peers_created: u64,
     pub peers_destroyed: u64,
+    /// Regions (as one store applied them) seen with a learner, and in a
+    /// joint configuration.
+    pub learner_regions: u64,
+    pub joint_regions: u64,
     /// Peers that asked the scheduler whether they were removed.
     pub membership_checks: u64,
     /// Tombstone notices a store sent for a region it tombstoned.
@@ -445,6 +450,9 @@ impl World {
             let _ = cb.send(resp);
         }
         if let Some(r) = region_changed {
+            self.stats.learner_regions +=
+                r.peers.iter().any(|p| roles::is_learner(&r, p.id)) as u64;
+            self.stats.joint_regions += roles::in_joint(&r) as u64;
             self.env(store).meta.lock().set_region(r);
         }
         for split in splits {
