@@ -85,6 +85,11 @@ pub struct SnapshotReport {
 #[rtype(result = "()")]
 pub struct SnapshotGenerated(pub crate::Result<raft::eraftpb::Snapshot>);
 
+/// A snapshot ingest a peer handed out finished (or failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotApplied(pub crate::Result<()>);
+
 /// What a peer reports of itself.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {

@@ -11,7 +11,7 @@ use tracing::{debug, info_span, Span};
 use super::msg::{
     AskSplit, CheckMembership, GetPeerStatus, PeerDestroyed, PeerFailed, PeerStatus,
     PeerUnreachable, PersistReady, Persisted, Propose, ProposeSplit, RegionChanged,
-    RegionHeartbeat, RegionSplit, ReportSplit, SchedulerOperator, SchedulerRegion,
+    RegionHeartbeat, RegionSplit, ReportSplit, SchedulerOperator, SchedulerRegion, SnapshotApplied,
     SnapshotGenerated, SnapshotReport, SplitCheck, SplitCheckResult, SplitRegion, StepRaft,
 };
 use super::scheduler_client_actor::SchedulerClientActor;
@@ -188,6 +188,16 @@ impl PeerActor {
                     // Raft asks again when it next needs a snapshot.
                     let e = Error::Internal(format!("cannot start snapshot generation: {e}"));
                     ctx.notify(SnapshotGenerated(Err(e)));
+                }
+            }
+            Task::ApplySnapshot(t) => {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("snap-apply-{}", t.region_id()))
+                    .spawn(move || me.do_send(SnapshotApplied(t.run())));
+                if let Err(e) = spawned {
+                    // The region stays Applying; its next start ingests it.
+                    let e = Error::Internal(format!("cannot start the snapshot ingest: {e}"));
+                    ctx.notify(SnapshotApplied(Err(e)));
                 }
             }
             Task::DeleteLog(d) => {
@@ -429,6 +439,20 @@ impl Handler<SnapshotReport> for PeerActor {
         }
         let effects = self.peer.on_snapshot_report(msg.to_peer, msg.finished);
         self.execute(ctx, effects);
+    }
+}
+
+impl Handler<SnapshotApplied> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, SnapshotApplied(result): SnapshotApplied, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        match self.peer.on_snapshot_applied(result) {
+            Ok(effects) => self.execute(ctx, effects),
+            Err(e) => self.fail(ctx, e),
+        }
     }
 }
 

@@ -70,6 +70,19 @@ impl StoreActor {
                     return;
                 }
             };
+        if state
+            .as_ref()
+            .is_some_and(|s| s.state == PeerState::Applying as i32)
+        {
+            // Its snapshot's ingest may still be running on a worker: the
+            // next store start finishes it (`regions_to_start`). The range
+            // stays claimed meanwhile.
+            error!(
+                region_id,
+                "region failed while ingesting a snapshot; left failed until the store restarts"
+            );
+            return;
+        }
         let Some(region) = state
             .filter(|s| s.state == PeerState::Normal as i32)
             .and_then(|s| s.region)

@@ -396,6 +396,7 @@ impl Peer {
         let state = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
+            applying: None,
         };
         state::put_region_state(wb, region.id, &state);
         for (change, target) in changes {

@@ -87,6 +87,10 @@ pub struct Peer {
     /// Messages of Readies whose writes are not yet durable, by Ready number;
     /// followers may only send them once the writes are fsynced.
     unpersisted: VecDeque<(u64, Vec<eraftpb::Message>)>,
+    /// The highest Ready number the store writer reported durable.
+    flushed_ready: u64,
+    /// A received snapshot whose data a worker is ingesting.
+    ingesting: Option<ready::Ingesting>,
     /// What the current input has asked for so far (see `effects.rs`).
     effects: Effects,
     ticks: u64,
@@ -184,6 +188,8 @@ impl Peer {
             proposals: VecDeque::new(),
             peer_cache,
             unpersisted: VecDeque::new(),
+            flushed_ready: 0,
+            ingesting: None,
             effects: Effects::default(),
             ticks: 0,
             size_diff_hint: 0,
@@ -292,7 +298,9 @@ impl Peer {
         if self.is_leader() && !self.is_leaving() && std::mem::take(&mut self.heartbeat_now) {
             self.effects.heartbeat = Some(self.heartbeat_request());
         }
-        if self.pending_remove {
+        // A peer whose snapshot is being ingested goes once the ingest is
+        // done: destroying it now would race the worker's writes.
+        if self.pending_remove && self.ingesting.is_none() {
             self.effects.destroy = true;
         }
         self.effects.tasks.extend(self.raft.store().take_tasks());
@@ -341,7 +349,9 @@ impl Peer {
     /// Whether `handle_ready` has work: raft output, or reads to batch
     /// into one leadership confirmation.
     pub fn needs_ready(&self) -> bool {
-        self.raft.has_ready() || self.has_reads_to_flush() || self.pending_remove
+        self.raft.has_ready()
+            || self.has_reads_to_flush()
+            || (self.pending_remove && self.ingesting.is_none())
     }
 
     /// Whether raft holds a snapshot it has accepted but not yet installed.
@@ -356,6 +366,12 @@ impl Peer {
             return Effects::stop();
         }
         self.ticks += 1;
+        if self.ingesting.is_some() {
+            // Busy taking a snapshot in: its data is not there yet, so it
+            // must not campaign (it could win and serve from it), and it
+            // has no other duty.
+            return self.take_effects();
+        }
         self.raft.tick();
         self.resend_campaign();
         self.expire_reads();

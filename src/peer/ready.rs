@@ -10,6 +10,15 @@ use tracing::info;
 use super::{error_response, Effects, Peer};
 use crate::error::{RegionError, Result};
 
+/// A received snapshot whose data is being ingested off the peer's thread.
+pub(super) struct Ingesting {
+    /// The Ready that held it: neither it nor any later Ready counts as
+    /// persisted before the ingest is done.
+    pub ready: u64,
+    /// The snapshot's region, for the store once the data is in.
+    pub region: crate::proto::metapb::Region,
+}
+
 impl Peer {
     /// Handles one Ready if raft has one. On an error the peer cannot go
     /// on: the caller stops it and the store restarts it from disk.
@@ -38,22 +47,28 @@ impl Peer {
             self.raft
                 .mut_store()
                 .save_ready(rd.snapshot(), rd.entries(), rd.hs())?;
+        let number = rd.number();
         if let Some(s) = applied_snap {
             self.answer_covered_proposals(snap_index);
             for p in &s.region.peers {
                 self.peer_cache.insert(p.id, *p);
             }
-            self.effects.region_changed = Some(s.region);
+            // The store records the new range once the data is in
+            // (`on_snapshot_applied`); until then it keeps the old one and
+            // the snapshot's reservation.
+            self.ingesting = Some(Ingesting {
+                ready: number,
+                region: s.region,
+            });
         }
 
-        let number = rd.number();
         let must_sync = rd.must_sync();
         let persisted_msgs = rd.take_persisted_messages();
         let committed = rd.take_committed_entries();
         self.raft.advance_append_async(rd);
         // Readies are persisted in order: one that needs no fsync still waits
-        // behind an earlier one that does.
-        if must_sync || !self.unpersisted.is_empty() {
+        // behind an earlier one that does (or behind a snapshot's ingest).
+        if must_sync || !self.unpersisted.is_empty() || self.ingesting.is_some() {
             self.unpersisted.push_back((number, persisted_msgs));
             self.effects.persist = Some(number);
         } else {
@@ -87,15 +102,44 @@ impl Peer {
     }
 
     /// The store writer reports Ready `number` (and all before it) durable:
-    /// the messages that waited for it may go.
+    /// the messages that waited for it may go. A Ready holding a snapshot
+    /// counts as persisted only once its data is ingested as well.
     pub fn on_persisted(&mut self, number: u64) -> Effects {
+        self.flushed_ready = self.flushed_ready.max(number);
+        self.release_persisted();
+        self.take_effects()
+    }
+
+    fn release_persisted(&mut self) {
+        let number = match &self.ingesting {
+            Some(i) => self.flushed_ready.min(i.ready - 1),
+            None => self.flushed_ready,
+        };
         while self.unpersisted.front().is_some_and(|(n, _)| *n <= number) {
             let (_, msgs) = self.unpersisted.pop_front().expect("front checked above");
             self.push_messages(msgs);
         }
-        self.raft.on_persist_ready(number);
+        if number > 0 {
+            self.raft.on_persist_ready(number);
+        }
         self.advance_applied();
-        self.take_effects()
+    }
+
+    /// The result of the `Task::ApplySnapshot` this peer handed out. On an
+    /// error the region's data is in an unknown state: the caller stops the
+    /// peer, and the region stays Applying for the next start to finish.
+    pub fn on_snapshot_applied(&mut self, result: Result<()>) -> Result<Effects> {
+        result?;
+        if let Some(i) = self.ingesting.take() {
+            self.effects.region_changed = Some(i.region);
+        }
+        self.release_persisted();
+        Ok(self.take_effects())
+    }
+
+    /// Whether a received snapshot's data is still being ingested.
+    pub fn is_ingesting(&self) -> bool {
+        self.ingesting.is_some()
     }
 
     /// Tells raft how far the state machine has applied, once raft allows it

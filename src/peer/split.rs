@@ -214,6 +214,7 @@ impl Peer {
         let left_state = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(left.clone()),
+            applying: None,
         };
         state::put_region_state(wb, left.id, &left_state);
         if right_here {

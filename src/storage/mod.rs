@@ -5,6 +5,7 @@ pub(crate) mod durable;
 pub(crate) mod engine;
 pub(crate) mod peer_storage;
 pub(crate) mod sessions;
+pub mod snap_apply;
 pub(crate) mod snapshot;
 pub(crate) mod state;
 pub mod tasks;

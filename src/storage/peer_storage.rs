@@ -21,10 +21,12 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState, SnapshotData,
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState, SnapshotApply,
+    SnapshotData,
 };
 use crate::storage::engine::{delete_data_range, Engines};
-use crate::storage::snapshot::{self, SnapManager};
+use crate::storage::snap_apply::{applied_at, SnapshotIngest};
+use crate::storage::snapshot::SnapManager;
 use crate::storage::state;
 use crate::storage::tasks::{LogDeletion, SnapshotTask, Task};
 use crate::storage::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
@@ -119,6 +121,7 @@ pub fn write_initial_apply_states(region: &Region, kv: &mut sled::Batch) {
     let region_state = RegionLocalState {
         state: PeerState::Normal as i32,
         region: Some(region.clone()),
+        applying: None,
     };
     state::put_apply_state(kv, region.id, &apply);
     state::put_region_state(kv, region.id, &region_state);
@@ -308,8 +311,11 @@ impl PeerStorage {
         Ok(())
     }
 
-    /// Replaces the region's data, region state and apply state with a
-    /// received snapshot's, and resets the log to the snapshot's position.
+    /// Step 1 of applying a received snapshot (`snap_apply.rs`): records
+    /// the region as Applying it, resets the log to the snapshot's position
+    /// and hands the ingest of its data out as a [`Task`]. In memory the
+    /// storage is at the snapshot at once (raft reads its terms from here);
+    /// on disk the apply state moves only when the ingest is done.
     fn apply_snapshot(
         &mut self,
         snap: &Snapshot,
@@ -322,33 +328,22 @@ impl PeerStorage {
             .clone()
             .ok_or_else(|| Error::Corruption("snapshot without region".into()))?;
         let path = self.snap_mgr.path(&data.file_name)?;
-        let mut kv_wb = sled::Batch::default();
-        // Only this region's own ranges are cleared, old and new.
-        self.delete_own_data(&mut kv_wb)?;
-        delete_data_range(
-            &self.engines.kv,
-            &region.start_key,
-            &region.end_key,
-            &mut kv_wb,
-        )?;
-        crate::storage::sessions::delete_sessions(&self.engines.kv, region.id, &mut kv_wb)?;
-        let header = snapshot::ingest(&path, &data, &mut kv_wb)?;
-        crate::storage::sessions::put_sessions(region.id, &header.sessions, &mut kv_wb);
-        let apply_state = RaftApplyState {
-            applied_index: meta.index,
-            truncated_state: Some(RaftTruncatedState {
-                index: meta.index,
-                term: meta.term,
-            }),
-            commit_index: meta.index,
-            commit_term: meta.term,
+        let initialized = self.is_initialized();
+        let pending = SnapshotApply {
+            index: meta.index,
+            term: meta.term,
+            data: Some(data.clone()),
+            had_range: initialized,
+            prev_start_key: self.region.start_key.clone(),
+            prev_end_key: self.region.end_key.clone(),
         };
-        let region_state = RegionLocalState {
-            state: PeerState::Normal as i32,
+        let applying = RegionLocalState {
+            state: PeerState::Applying as i32,
             region: Some(region.clone()),
+            applying: Some(pending.clone()),
         };
-        state::put_apply_state(&mut kv_wb, region.id, &apply_state);
-        state::put_region_state(&mut kv_wb, region.id, &region_state);
+        let mut kv_wb = sled::Batch::default();
+        state::put_region_state(&mut kv_wb, region.id, &applying);
         self.engines.kv.apply_batch(kv_wb)?;
 
         for idx in self.first_index()..=self.last_index {
@@ -356,16 +351,21 @@ impl PeerStorage {
         }
         self.last_index = meta.index;
         self.last_term = meta.term;
-        self.apply_state = apply_state;
+        self.apply_state = applied_at(meta.index, meta.term);
         let prev_region = std::mem::replace(&mut self.region, region.clone());
-        if let Err(e) = std::fs::remove_file(&path) {
-            warn!(file = %path.display(), error = %e, "cannot remove applied snapshot file");
-        }
+        self.tasks
+            .borrow_mut()
+            .push(Task::ApplySnapshot(Box::new(SnapshotIngest {
+                engines: self.engines.clone(),
+                path,
+                region: region.clone(),
+                pending,
+            })));
         info!(
             index = meta.index,
             term = meta.term,
             keys = data.key_count,
-            "snapshot applied"
+            "snapshot accepted; ingesting it off the peer's thread"
         );
         Ok(AppliedSnapshot {
             prev_region,
@@ -466,6 +466,7 @@ impl PeerStorage {
         let tombstone = RegionLocalState {
             state: PeerState::Tombstone as i32,
             region: Some(tombstone),
+            applying: None,
         };
         state::put_region_state(&mut kv_wb, region_id, &tombstone);
         self.engines.kv.apply_batch(kv_wb)?;

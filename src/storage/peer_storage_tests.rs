@@ -41,6 +41,7 @@ fn run_tasks(s: &PeerStorage) {
         match task {
             crate::storage::tasks::Task::DeleteLog(d) => d.run(),
             crate::storage::tasks::Task::GenerateSnapshot(_) => panic!("no snapshot expected"),
+            crate::storage::tasks::Task::ApplySnapshot(t) => t.run().unwrap(),
         }
     }
 }
@@ -162,14 +163,45 @@ fn snapshot_is_generated_as_a_task_and_replaces_data_when_applied() {
     let mgr2 = SnapManager::new(dir2.path().join("snap")).unwrap();
     let data = SnapshotData::decode(snap.data.as_ref()).unwrap();
     let src = s.snap_manager().path(&data.file_name).unwrap();
-    snapshot::copy_in_chunks(&src, &mgr2.path(&data.file_name).unwrap(), 7).unwrap();
+    crate::storage::snapshot::copy_in_chunks(&src, &mgr2.path(&data.file_name).unwrap(), 7)
+        .unwrap();
     let uninit = Region {
         id: 1,
         ..Default::default()
     };
-    let mut s2 = PeerStorage::new(engines2.clone(), mgr2, 2, uninit).unwrap();
+    let mut s2 = PeerStorage::new(engines2.clone(), mgr2.clone(), 2, uninit).unwrap();
     let applied = s2.save_ready(&snap, &[], None).unwrap().expect("applied");
     assert_eq!(applied.region.peers.len(), 1);
+    // Step 1 only records the region as Applying; the data comes with the
+    // ingest task, which a crash may interrupt: the next start finishes it.
+    let state = crate::storage::state::region_state(&engines2.kv, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.state, PeerState::Applying as i32);
+    assert_eq!(engines2.get_data(keys::CF_LOCK, b"a").unwrap(), None);
+    let mut tasks = s2.take_tasks();
+    assert!(matches!(
+        tasks.pop(),
+        Some(crate::storage::tasks::Task::ApplySnapshot(_))
+    ));
+    drop(tasks);
+    let region = crate::storage::snap_apply::resume(&engines2, &mgr2, state).unwrap();
+    assert_eq!(region.peers.len(), 1);
+    let state = crate::storage::state::region_state(&engines2.kv, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.state, PeerState::Normal as i32);
+    assert_eq!(
+        crate::storage::state::apply_state(&engines2.kv, 1)
+            .unwrap()
+            .unwrap()
+            .applied_index,
+        RAFT_INIT_LOG_INDEX
+    );
+    assert!(
+        !mgr2.path(&data.file_name).unwrap().exists(),
+        "the file goes once ingested"
+    );
     assert_eq!(
         engines2.get_data(keys::CF_LOCK, b"a").unwrap(),
         Some(b"1".to_vec())

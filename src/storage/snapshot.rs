@@ -181,52 +181,133 @@ pub fn copy_in_chunks(src: &Path, dst: &Path, chunk: usize) -> Result<u64> {
     Ok(total)
 }
 
-/// Reads a received snapshot file and checks it against `data`.
-fn read_checked(path: &Path, data: &SnapshotData) -> Result<Vec<u8>> {
-    if data.region.is_none() {
-        return Err(Error::Corruption("snapshot without region".into()));
-    }
-    let bytes = {
+/// Reads a snapshot file record by record, checking its size and checksum
+/// on the way: nothing holds more than one record in memory.
+struct RecordReader {
+    r: BufReader<File>,
+    crc: crc32fast::Hasher,
+    left: u64,
+    name: String,
+}
+
+/// How a snapshot file can be wrong, for the message.
+fn corrupt(name: &str, why: impl std::fmt::Display) -> Error {
+    Error::Corruption(format!("snapshot file {name} is corrupt: {why}"))
+}
+
+impl RecordReader {
+    /// Opens `path`, whose size must be the one `data` announces (it comes
+    /// from the network: compared with the file before anything is read).
+    fn open(path: &Path, data: &SnapshotData) -> Result<RecordReader> {
+        if data.region.is_none() {
+            return Err(Error::Corruption("snapshot without region".into()));
+        }
         let f = File::open(path)?;
-        // The announced size comes from the network: compare it with the
-        // file before allocating anything by it.
         let on_disk = f.metadata()?.len();
         if on_disk != data.file_size {
-            return Err(Error::Corruption(format!(
-                "snapshot file {} is corrupt: {on_disk} bytes, expected {}",
-                data.file_name, data.file_size
-            )));
+            return Err(corrupt(
+                &data.file_name,
+                format!("{on_disk} bytes, expected {}", data.file_size),
+            ));
         }
-        let mut v = Vec::with_capacity(on_disk as usize);
-        BufReader::new(f).read_to_end(&mut v)?;
-        v
-    };
-    if bytes.len() as u64 != data.file_size || crc32fast::hash(&bytes) as u64 != data.checksum {
-        return Err(Error::Corruption(format!(
-            "snapshot file {} is corrupt: {} bytes, expected {}",
-            data.file_name,
-            bytes.len(),
-            data.file_size
-        )));
+        Ok(RecordReader {
+            r: BufReader::with_capacity(256 * 1024, f),
+            crc: crc32fast::Hasher::new(),
+            left: on_disk,
+            name: data.file_name.clone(),
+        })
     }
-    Ok(bytes)
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        if buf.len() as u64 > self.left {
+            return Err(corrupt(&self.name, "a record runs past the end"));
+        }
+        self.r.read_exact(buf)?;
+        self.crc.update(buf);
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    /// The next record, or None at the end of the file.
+    fn next<M: Message + Default>(&mut self) -> Result<Option<M>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        // A varint length prefix: at most 10 bytes, the last without the
+        // continuation bit.
+        let mut len_buf = [0u8; 10];
+        let mut n = 0;
+        loop {
+            if n == len_buf.len() {
+                return Err(corrupt(&self.name, "bad record length"));
+            }
+            self.read_exact(&mut len_buf[n..n + 1])?;
+            n += 1;
+            if len_buf[n - 1] & 0x80 == 0 {
+                break;
+            }
+        }
+        let len = prost::encoding::decode_varint(&mut &len_buf[..n])
+            .map_err(|e| corrupt(&self.name, e))?;
+        if len > self.left {
+            return Err(corrupt(&self.name, "a record runs past the end"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact(&mut buf)?;
+        Ok(Some(M::decode(buf.as_slice())?))
+    }
+
+    /// Checks the checksum once every byte was read.
+    fn finish(self, data: &SnapshotData) -> Result<()> {
+        if self.left != 0 || self.crc.finalize() as u64 != data.checksum {
+            return Err(corrupt(&self.name, "checksum mismatch"));
+        }
+        Ok(())
+    }
 }
 
 /// Checks a received snapshot file before raft is given its message, so a
-/// missing or corrupt file is refused instead of failing the apply.
+/// missing or corrupt file is refused instead of failing the apply. Reads
+/// it in chunks, never whole.
 pub fn verify(path: &Path, data: &SnapshotData) -> Result<()> {
-    read_checked(path, data).map(|_| ())
+    let mut r = RecordReader::open(path, data)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    while r.left > 0 {
+        let n = (r.left as usize).min(buf.len());
+        r.read_exact(&mut buf[..n])?;
+    }
+    r.finish(data)
 }
 
-/// Reads a received snapshot file, checks it against `data`, and writes its
-/// pairs into `batch`. Returns the header (region and apply state).
-pub fn ingest(path: &Path, data: &SnapshotData, batch: &mut sled::Batch) -> Result<SnapshotHeader> {
-    let bytes = read_checked(path, data)?;
-    let mut buf = bytes.as_slice();
-    let header = SnapshotHeader::decode_length_delimited(&mut buf)?;
-    while !buf.is_empty() {
-        let e = SnapshotEntry::decode_length_delimited(&mut buf)?;
+/// Reads a received snapshot file and hands its pairs to `apply` in
+/// batches of about `batch_bytes`, so no single sled batch holds the whole
+/// region (sled applies every batch of the process under one lock). Returns
+/// the header (region, apply state, sessions) once the whole file was read
+/// and its checksum matched; batches handed out before a mismatch are the
+/// caller's to undo (the region stays Applying, see `snap_apply.rs`).
+pub fn ingest_batched(
+    path: &Path,
+    data: &SnapshotData,
+    batch_bytes: usize,
+    mut apply: impl FnMut(sled::Batch) -> Result<()>,
+) -> Result<SnapshotHeader> {
+    let mut r = RecordReader::open(path, data)?;
+    let header: SnapshotHeader = r
+        .next()?
+        .ok_or_else(|| corrupt(&data.file_name, "no header"))?;
+    let mut batch = sled::Batch::default();
+    let mut size = 0;
+    while let Some(e) = r.next::<SnapshotEntry>()? {
+        size += e.key.len() + e.value.len();
         batch.insert(keys::data_key(e.cf as u8, &e.key), e.value);
+        if size >= batch_bytes {
+            apply(std::mem::take(&mut batch))?;
+            size = 0;
+        }
+    }
+    r.finish(data)?;
+    if size > 0 {
+        apply(batch)?;
     }
     Ok(header)
 }

@@ -1,5 +1,6 @@
 //! Work the core hands out instead of doing on its own thread: generating a
-//! snapshot file and deleting compacted log entries. Both read or write sled
+//! snapshot file, ingesting a received one, and deleting compacted log
+//! entries. Both read or write sled
 //! for long enough to stall every region of the store if run inline, and
 //! both finish whenever they do, so the core returns them in its `Effects`
 //! and the runtime decides where they run: the actors on a thread of their
@@ -13,6 +14,7 @@ use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{ClientSession, RaftApplyState};
 use crate::storage::engine::Engines;
+use crate::storage::snap_apply::SnapshotIngest;
 use crate::storage::snapshot::{self, SnapManager};
 use crate::RegionId;
 
@@ -26,6 +28,9 @@ pub enum Task {
     GenerateSnapshot(Box<SnapshotTask>),
     /// Delete log entries below the first index; nothing to report.
     DeleteLog(LogDeletion),
+    /// Ingest a received snapshot's data (`snap_apply.rs`); hand the
+    /// result to `Peer::on_snapshot_applied`.
+    ApplySnapshot(Box<SnapshotIngest>),
 }
 
 impl std::fmt::Debug for Task {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for Task {
                 "GenerateSnapshot(region {}, index {})",
                 t.region.id, t.apply_state.applied_index
             ),
+            Task::ApplySnapshot(t) => write!(f, "{t:?}"),
             Task::DeleteLog(d) => write!(
                 f,
                 "DeleteLog(region {}, {}..={})",

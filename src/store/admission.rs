@@ -7,7 +7,7 @@ use super::StoreEnv;
 use crate::error::Result;
 use crate::peer::Inbound;
 use crate::proto::metapb::{self, Region};
-use crate::proto::raft_serverpb::{PeerState, RaftMessage};
+use crate::proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use crate::region::{find_peer, is_epoch_stale};
 use crate::storage::state;
 use crate::storage::PeerStorage;
@@ -15,10 +15,29 @@ use crate::storage::PeerStorage;
 /// The regions whose peers a store starts with: every Normal region that
 /// lists this store. A region that no longer does applied its own removal
 /// and crashed before its tombstone was written: its destroy is finished
-/// here instead.
+/// here instead. A region a crash left Applying a snapshot has the ingest
+/// finished first (`snap_apply.rs`); one whose ingest cannot finish (its
+/// file is gone or corrupt) is not started, and the rest of the store is.
 pub fn regions_to_start(env: &StoreEnv) -> Result<Vec<Region>> {
     let mut out = Vec::new();
     for state in state::region_states(&env.engines.kv)? {
+        let state = if state.state == PeerState::Applying as i32 {
+            let region_id = state.region.as_ref().map_or(0, |r| r.id);
+            match crate::storage::snap_apply::resume(&env.engines, &env.snap_mgr, state) {
+                Ok(region) => RegionLocalState {
+                    state: PeerState::Normal as i32,
+                    region: Some(region),
+                    applying: None,
+                },
+                Err(e) => {
+                    tracing::error!(region_id, error = %e, "cannot finish the snapshot ingest; region not started");
+                    crate::metrics::PEER_FAILURES.inc();
+                    continue;
+                }
+            }
+        } else {
+            state
+        };
         let Some(region) = state.region else { continue };
         if state.state != PeerState::Normal as i32 {
             continue;

@@ -22,6 +22,7 @@ use tessel::peer::{Effects, Peer};
 use tessel::proto::metapb::{self, Region};
 use tessel::proto::raft_serverpb::RaftMessage;
 use tessel::region::roles;
+use tessel::storage::snap_apply::SnapshotIngest;
 use tessel::storage::tasks::{SnapshotTask, Task};
 
 use tessel::store::{SplitStart, StoreEnv};
@@ -74,6 +75,14 @@ pub enum Event {
         peer_id: PeerId,
         task: Box<SnapshotTask>,
     },
+    /// A snapshot ingest a worker finished.
+    SnapshotIngested {
+        store: StoreId,
+        incarnation: u64,
+        region: RegionId,
+        peer_id: PeerId,
+        task: Box<SnapshotIngest>,
+    },
     /// The scheduler's answer to a peer's `check_membership`.
     SchedulerRegion {
         store: StoreId,
@@ -103,6 +112,7 @@ impl Event {
             Event::Heal => (7, 0, 0),
             Event::Nemesis => (8, 0, 0),
             Event::Client(c, t) => (9, *c as u64, *t),
+            Event::SnapshotIngested { store, region, .. } => (10, *store, *region),
         }
     }
 }
@@ -350,6 +360,26 @@ impl World {
                     }
                 }
             }
+            Event::SnapshotIngested {
+                store,
+                incarnation,
+                region,
+                peer_id,
+                task,
+            } => {
+                // A crash before this point leaves the region Applying: the
+                // store's restart finishes the ingest (`regions_to_start`).
+                if self.store(store).incarnation == incarnation {
+                    let same = self.peer_mut(store, region).map(|p| p.meta().id) == Some(peer_id);
+                    if same {
+                        let result = task.run();
+                        self.feed(store, region, |p| {
+                            p.on_snapshot_applied(result)
+                                .unwrap_or_else(|e| panic!("snapshot ingest failed: {e}"))
+                        });
+                    }
+                }
+            }
             Event::SchedulerRegion {
                 store,
                 incarnation,
@@ -500,6 +530,20 @@ impl World {
         for task in tasks {
             match task {
                 Task::DeleteLog(d) => d.run(),
+                Task::ApplySnapshot(task) => {
+                    let peer_id = self.peer_mut(store, region).map_or(0, |p| p.meta().id);
+                    let d = self.rng.gen_range(MS..50 * MS);
+                    self.schedule(
+                        d,
+                        Event::SnapshotIngested {
+                            store,
+                            incarnation,
+                            region,
+                            peer_id,
+                            task,
+                        },
+                    );
+                }
                 Task::GenerateSnapshot(task) => {
                     let peer_id = self.peer_mut(store, region).map_or(0, |p| p.meta().id);
                     let d = self.rng.gen_range(MS..30 * MS);

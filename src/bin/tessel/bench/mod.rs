@@ -2,6 +2,7 @@
 //! (`puts.rs`, also `--membership` and `--split`), and the same client code
 //! against a running networked cluster or etcd (`net.rs`, `--target`).
 
+mod ingest;
 mod membership;
 mod net;
 mod puts;
@@ -25,6 +26,10 @@ pub struct BenchArgs {
     /// Keys written before the add-peer of --membership.
     #[arg(long, default_value_t = 20_000)]
     keys: u64,
+    /// Measure what taking in a snapshot of --bulk-mib MiB costs the
+    /// other regions of the receiving store (their put latency).
+    #[arg(long)]
+    ingest: bool,
     /// Measure splits instead: latency of ten splits on sequential
     /// writes, then the regions after a bulk load of --bulk-mib MiB.
     #[arg(long)]
@@ -62,6 +67,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         seconds,
         membership,
         keys,
+        ingest,
         split,
         scale,
         bulk_mib,
@@ -99,6 +105,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             bulk_mib * 1024 * 1024,
             clients,
         ))?;
+        println!("{report}");
+        return Ok(());
+    }
+    if ingest {
+        let report = actix::System::new().block_on(ingest::run(bulk_mib, value_size))?;
         println!("{report}");
         return Ok(());
     }
