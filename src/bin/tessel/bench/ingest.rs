@@ -117,12 +117,8 @@ pub async fn run(bulk_mib: u64, value_size: usize) -> Result<IngestReport> {
     let hists = Arc::new(Mutex::new((histogram(), histogram())));
     let mut probes = Vec::new();
     for c in 0..PROBES {
-        let (cluster, stop, phase, hists) = (
-            cluster.clone(),
-            stop.clone(),
-            phase.clone(),
-            hists.clone(),
-        );
+        let (cluster, stop, phase, hists) =
+            (cluster.clone(), stop.clone(), phase.clone(), hists.clone());
         probes.push(actix_rt::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
