@@ -132,6 +132,13 @@ impl Peer {
     /// sender already has; the leader retries later). On success the range
     /// is reserved until the store records the applied snapshot.
     fn admit_snapshot(&self, msg: &Inbound) -> Result<()> {
+        if self.ingesting.is_some() {
+            // raft-rs would take a newer snapshot over one it has not seen
+            // persisted; two ingests of one region must never overlap.
+            return Err(Error::SnapshotRefused(
+                "the previous snapshot is still being ingested".into(),
+            ));
+        }
         let snap_region = self.check_snapshot_file(msg)?;
         let region_id = self.region_id();
         if snap_region.id != region_id {
