@@ -219,6 +219,18 @@ impl Peer {
                 }
             }
             Some(PeerRole::Learner) => simple(ConfChangeType::RemoveNode, target),
+            // Demoting first leaves the removal to the remaining voters'
+            // quorum; with three voters or more and one of those lagging,
+            // that step would wait for it, while a removal is committed by
+            // the old configuration's quorum (only one of two voters must
+            // never be removed that way).
+            Some(_)
+                if roles::voters(region).count() > 2
+                    && roles::voters(region)
+                        .any(|p| p.id != target.id && p.id != me && !self.caught_up(p.id)) =>
+            {
+                simple(ConfChangeType::RemoveNode, target)
+            }
             Some(_) => simple(ConfChangeType::AddLearnerNode, target),
         }
     }
