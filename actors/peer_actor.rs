@@ -179,32 +179,24 @@ impl PeerActor {
     /// snapshot comes back to this actor.
     fn start_task(&mut self, ctx: &mut Context<Self>, task: Task) {
         let me = ctx.address();
+        let bg = task.background().clone();
         match task {
             Task::GenerateSnapshot(t) => {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("snap-gen-{}", t.region_id()))
-                    .spawn(move || me.do_send(SnapshotGenerated(t.run())));
-                if let Err(e) = spawned {
+                let name = format!("snap-gen-{}", t.region_id());
+                if let Err(e) = bg.spawn(name, move || me.do_send(SnapshotGenerated(t.run()))) {
                     // Raft asks again when it next needs a snapshot.
-                    let e = Error::Internal(format!("cannot start snapshot generation: {e}"));
                     ctx.notify(SnapshotGenerated(Err(e)));
                 }
             }
             Task::ApplySnapshot(t) => {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("snap-apply-{}", t.region_id()))
-                    .spawn(move || me.do_send(SnapshotApplied(t.run())));
-                if let Err(e) = spawned {
+                let name = format!("snap-apply-{}", t.region_id());
+                if let Err(e) = bg.spawn(name, move || me.do_send(SnapshotApplied(t.run()))) {
                     // The region stays Applying; its next start ingests it.
-                    let e = Error::Internal(format!("cannot start the snapshot ingest: {e}"));
                     ctx.notify(SnapshotApplied(Err(e)));
                 }
             }
             Task::DeleteLog(d) => {
-                let spawned = std::thread::Builder::new()
-                    .name("raftlog-gc".into())
-                    .spawn(move || d.run());
-                if let Err(e) = spawned {
+                if let Err(e) = bg.spawn("raftlog-gc".into(), move || d.run()) {
                     // The entries are deleted at the peer's next start.
                     tracing::warn!(error = %e, "cannot start the log deletion");
                 }

@@ -55,6 +55,10 @@ pub struct NodeOptions {
     pub new_store: bool,
 }
 
+/// How long a stopping node waits for its background tasks to reach a
+/// checkpoint; each writes at most a batch of about 1 MiB before one.
+const BACKGROUND_STOP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running node. Dropping it does not stop it; call [`Node::stop`].
 pub struct Node {
     /// The id of the store this node runs, assigned by the scheduler on the
@@ -70,6 +74,7 @@ pub struct Node {
     net: Option<tokio::runtime::Runtime>,
     stop_server: Option<oneshot::Sender<()>>,
     arbiters: Vec<Arbiter>,
+    background: crate::storage::background::Background,
 }
 
 impl Node {
@@ -190,6 +195,7 @@ impl Node {
             net: net.into_inner(),
             stop_server: Some(stop_tx),
             arbiters: vec![store_arbiter, writer_arbiter],
+            background: engines.background().clone(),
         })
     }
 
@@ -203,6 +209,10 @@ impl Node {
             a.stop();
             let _ = actix_rt::task::spawn_blocking(move || a.join()).await;
         }
+        // An ingest or a generation still running would keep writing to a
+        // database the caller may open again; each stops at its next batch.
+        let bg = self.background.clone();
+        let _ = actix_rt::task::spawn_blocking(move || bg.stop(BACKGROUND_STOP)).await;
         if let Some(net) = self.net.take() {
             net.shutdown_background();
         }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use super::background::Background;
 use super::durable::{write_file_durable, SledSyncer};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -39,6 +40,7 @@ pub struct Engines {
     pub raft: sled::Tree,
     syncer: Arc<SledSyncer>,
     dir: PathBuf,
+    background: Background,
 }
 
 /// The identity file's name inside the engines' directory.
@@ -69,6 +71,7 @@ impl Engines {
             raft,
             syncer: Arc::new(syncer),
             dir: dir.to_path_buf(),
+            background: Background::default(),
         };
         engines.check_identity()?;
         Ok(engines)
@@ -78,6 +81,11 @@ impl Engines {
     /// (`db/`) and the identity file.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The store's background threads, which write to these engines.
+    pub fn background(&self) -> &Background {
+        &self.background
     }
 
     /// Makes every write issued so far durable: sled's flush plus an

@@ -384,6 +384,7 @@ impl PeerStorage {
         }
         self.tasks.borrow_mut().push(Task::DeleteLog(LogDeletion {
             raft: self.engines.raft.clone(),
+            background: self.engines.background().clone(),
             region_id: self.region.id,
             from,
             to: compact_index,

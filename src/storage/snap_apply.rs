@@ -27,6 +27,7 @@ use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState, SnapshotApply,
 };
+use crate::storage::background::Background;
 use crate::storage::engine::Engines;
 use crate::storage::snapshot::{self, SnapManager};
 use crate::storage::{sessions, state};
@@ -73,14 +74,19 @@ impl SnapshotIngest {
             .data
             .as_ref()
             .ok_or_else(|| Error::Corruption("snapshot apply without its data".into()))?;
+        // A stopping store interrupts the ingest between batches; the
+        // region stays Applying and its next start does it again.
+        let bg = self.engines.background();
         if p.had_range {
-            delete_range_batched(kv, &p.prev_start_key, &p.prev_end_key)?;
+            delete_range_batched(kv, bg, &p.prev_start_key, &p.prev_end_key)?;
         }
-        delete_range_batched(kv, &self.region.start_key, &self.region.end_key)?;
+        delete_range_batched(kv, bg, &self.region.start_key, &self.region.end_key)?;
         let header = snapshot::ingest_batched(&self.path, data, INGEST_BATCH_BYTES, |wb| {
+            bg.check()?;
             kv.apply_batch(wb)?;
             Ok(())
         })?;
+        bg.check()?;
         let mut wb = sled::Batch::default();
         sessions::delete_sessions(kv, self.region.id, &mut wb)?;
         sessions::put_sessions(self.region.id, &header.sessions, &mut wb);
@@ -150,7 +156,7 @@ pub fn resume(engines: &Engines, mgr: &SnapManager, state: RegionLocalState) -> 
 
 /// Deletes every pair of `[start, end)` in all column families, a bounded
 /// batch at a time.
-fn delete_range_batched(kv: &sled::Tree, start: &[u8], end: &[u8]) -> Result<()> {
+fn delete_range_batched(kv: &sled::Tree, bg: &Background, start: &[u8], end: &[u8]) -> Result<()> {
     for cf in keys::ALL_CFS {
         let (lo, hi) = keys::data_range(cf, start, end);
         loop {
@@ -163,6 +169,7 @@ fn delete_range_batched(kv: &sled::Tree, start: &[u8], end: &[u8]) -> Result<()>
             if n == 0 {
                 break;
             }
+            bg.check()?;
             kv.apply_batch(wb)?;
         }
     }

@@ -132,6 +132,11 @@ pub fn generate(
         }
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    // A stopping store publishes no new file into its directory.
+    if let Err(e) = engines.background().check() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, &path)?;
     sync_dir(mgr.dir())?;
     mgr.remove_old(store_id, region.id, &name);

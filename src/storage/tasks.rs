@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{ClientSession, RaftApplyState};
+use crate::storage::background::Background;
 use crate::storage::engine::Engines;
 use crate::storage::snap_apply::SnapshotIngest;
 use crate::storage::snapshot::{self, SnapManager};
@@ -31,6 +32,17 @@ pub enum Task {
     /// Ingest a received snapshot's data (`snap_apply.rs`); hand the
     /// result to `Peer::on_snapshot_applied`.
     ApplySnapshot(Box<SnapshotIngest>),
+}
+
+impl Task {
+    /// The background threads of the store the task belongs to.
+    pub fn background(&self) -> &Background {
+        match self {
+            Task::GenerateSnapshot(t) => t.engines.background(),
+            Task::ApplySnapshot(t) => t.engines.background(),
+            Task::DeleteLog(d) => &d.background,
+        }
+    }
 }
 
 impl std::fmt::Debug for Task {
@@ -89,6 +101,7 @@ impl SnapshotTask {
 /// Log entries `from..=to` of a region, below its first index.
 pub struct LogDeletion {
     pub(crate) raft: sled::Tree,
+    pub(crate) background: Background,
     pub(crate) region_id: RegionId,
     pub(crate) from: u64,
     pub(crate) to: u64,
@@ -102,6 +115,9 @@ impl LogDeletion {
     pub fn run(self) {
         let mut idx = self.from;
         while idx <= self.to {
+            if self.background.check().is_err() {
+                return;
+            }
             let end = self.to.min(idx + GC_BATCH - 1);
             let mut wb = sled::Batch::default();
             for i in idx..=end {

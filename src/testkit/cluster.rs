@@ -360,9 +360,13 @@ impl Cluster {
         s.arbiter.stop();
         s.writer_arbiter.stop();
         let (a, w) = (s.arbiter, s.writer_arbiter);
+        // Background tasks are threads of the store too: a kill -9 stops
+        // them, so they stop (at a checkpoint) before the files are frozen.
+        let bg = s.engines.background().clone();
         let _ = actix_rt::task::spawn_blocking(move || {
             let _ = a.join();
             let _ = w.join();
+            bg.stop(std::time::Duration::from_secs(30));
         })
         .await;
         Some(s.engines)

@@ -499,3 +499,73 @@ async fn a_new_peer_catches_up_under_sustained_writes() {
     }
     cluster.shutdown().await;
 }
+
+/// A store killed while it ingests a snapshot finishes the ingest when it
+/// starts again (the region is left Applying, `snap_apply.rs`), and the
+/// new replica then serves everything the snapshot held. Its ingest thread
+/// must die with it: one that went on after the kill once removed the
+/// snapshot file from the store's frozen files, and the restarted store
+/// could not finish the ingest ("region not started").
+#[actix::test]
+async fn a_store_killed_mid_ingest_finishes_it_when_it_restarts() {
+    use tessel::proto::raft_serverpb::PeerState;
+    crate::harness::init();
+    let cluster = Cluster::new(3, Config::for_tests());
+    cluster.start().await;
+    cluster.must_put(b"k0", b"v").await;
+    let region = cluster.get_region(b"k0").await;
+    cluster
+        .must_remove_peer(region.id, Peer { id: 3, store_id: 3 })
+        .await;
+    // About 24 MiB: an ingest of a few hundred ms, long enough to be
+    // caught in the middle. Small values: sled keeps large ones in blob
+    // files, whose writes failed for a thread that outlived its store.
+    let value = vec![b'x'; 2 << 10];
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let (cluster, value) = (cluster.clone(), value.clone());
+        writers.push(actix_rt::spawn(async move {
+            for i in 0..1536u64 {
+                cluster
+                    .must_put(format!("bulk-{w}-{i:04}").as_bytes(), &value)
+                    .await;
+            }
+        }));
+    }
+    for h in writers {
+        h.await.expect("writer");
+    }
+    let new = cluster.alloc_peer(3);
+    let adding = {
+        let cluster = cluster.clone();
+        actix_rt::spawn(async move { cluster.try_add_peer(region.id, new).await })
+    };
+    let applying = |c: &Cluster| {
+        c.region_state(3, region.id)
+            .is_some_and(|s| s.state == PeerState::Applying as i32)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !applying(&cluster) {
+        assert!(Instant::now() < deadline, "store 3 never began the ingest");
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    cluster.crash_store(3).await;
+    // The fault schedule, not a wait for a condition: the store stays down
+    // longer than the ingest would have taken had it gone on.
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    cluster.start_store(3).await;
+    let _ = adding.await;
+    cluster
+        .must_store_get_equal(3, b"bulk-7-1535", Some(&value))
+        .await;
+    cluster
+        .must_store_get_equal(3, b"bulk-0-0000", Some(&value))
+        .await;
+    cluster
+        .try_add_peer(region.id, new)
+        .await
+        .unwrap_or_else(|e| panic!("the replica on store 3 votes after its restart: {e}"));
+    let state = cluster.region_state(3, region.id).expect("region state");
+    assert_eq!(state.state, PeerState::Normal as i32);
+    cluster.shutdown().await;
+}
