@@ -23,9 +23,7 @@
 use raft::ProgressState;
 
 use super::Peer;
-use crate::proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
-};
+use crate::proto::raft_cmdpb::{AdminCmdType, AdminRequest, CompactLogRequest};
 
 /// Where a follower stands, as the leader's progress tracker shows it.
 #[derive(Clone, Copy, Debug)]
@@ -85,23 +83,15 @@ impl Peer {
         let Ok(term) = raft::Storage::term(storage, index) else {
             return false;
         };
-        let req = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id(),
-                peer: Some(self.meta),
-                region_epoch: self.region().region_epoch,
-                term: self.term(),
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::CompactLog as i32,
+            compact_log: Some(CompactLogRequest {
+                compact_index: index,
+                compact_term: term,
             }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::CompactLog as i32,
-                compact_log: Some(CompactLogRequest {
-                    compact_index: index,
-                    compact_term: term,
-                }),
-                ..Default::default()
-            }),
+            ..Default::default()
         };
+        let req = self.admin_command(self.region().region_epoch, admin);
         self.propose_normal(&req, None).is_ok()
     }
 }

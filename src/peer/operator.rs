@@ -19,7 +19,7 @@ use super::Peer;
 use crate::proto::metapb::{Peer as PeerMeta, PeerRole};
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, ChangePeerRequest, ChangePeerV2Request, ConfChangeType,
-    RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+    RaftCmdRequest, TransferLeaderRequest,
 };
 use crate::proto::schedulerpb::{Operator, OperatorKind};
 use crate::region::roles;
@@ -93,17 +93,7 @@ impl Peer {
             }
             Step::Nothing => return None,
         };
-        let region = self.region();
-        Some(RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: region.id,
-                peer: Some(self.meta),
-                region_epoch: region.region_epoch,
-                term: self.term(),
-            }),
-            requests: vec![],
-            admin_request: Some(admin),
-        })
+        Some(self.admin_command(self.region().region_epoch, admin))
     }
 
     fn operator_step(&self, op: &Operator) -> Step {

@@ -5,9 +5,10 @@ use prost::Message as _;
 
 use super::{error_response, Callback, Effects, Peer, Proposal};
 use crate::error::{Error, RegionError, Result};
+use crate::proto::metapb::RegionEpoch;
 use crate::proto::raft_cmdpb::{
-    AdminCmdType, AdminResponse, CmdType, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
-    Request, Session, TransferLeaderResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, RaftCmdRequest, RaftCmdResponse,
+    RaftRequestHeader, RaftResponseHeader, Request, Session, TransferLeaderResponse,
 };
 use crate::region::{check_epoch, check_key_in_region, find_peer_by_id};
 
@@ -33,6 +34,26 @@ pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
 }
 
 impl Peer {
+    /// An admin command of this leader for its region at `epoch` (the
+    /// epoch the command was decided under; apply refuses it if the region
+    /// moved on since).
+    pub(crate) fn admin_command(
+        &self,
+        epoch: Option<RegionEpoch>,
+        admin: AdminRequest,
+    ) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id(),
+                peer: Some(self.meta),
+                region_epoch: epoch,
+                term: self.term(),
+            }),
+            requests: vec![],
+            admin_request: Some(admin),
+        }
+    }
+
     /// Checks that the command is for this region and still valid against its
     /// epoch and range. Used both at propose time and at apply time.
     pub(crate) fn check_command(&self, req: &RaftCmdRequest) -> Result<()> {

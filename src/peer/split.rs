@@ -12,8 +12,8 @@ use super::{error_response, Peer};
 use crate::error::{Error, RegionError, Result};
 use crate::proto::metapb::{Peer as PeerMeta, PeerRoleEntry, Region, RegionEpoch};
 use crate::proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
-    RaftResponseHeader, SplitRequest, SplitResponse,
+    AdminCmdType, AdminRequest, AdminResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
+    SplitRequest, SplitResponse,
 };
 use crate::proto::raft_serverpb::{PeerState, RegionLocalState};
 use crate::proto::schedulerpb::AskSplitResponse;
@@ -138,24 +138,16 @@ impl Peer {
         split_key: Vec<u8>,
         ids: AskSplitResponse,
     ) -> RaftCmdRequest {
-        RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: region.id,
-                peer: Some(self.meta),
-                region_epoch: region.region_epoch,
-                term: self.term(),
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitRequest {
+                split_key,
+                new_region_id: ids.new_region_id,
+                new_peer_ids: ids.new_peer_ids,
             }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::Split as i32,
-                split: Some(SplitRequest {
-                    split_key,
-                    new_region_id: ids.new_region_id,
-                    new_peer_ids: ids.new_peer_ids,
-                }),
-                ..Default::default()
-            }),
-        }
+            ..Default::default()
+        };
+        self.admin_command(region.region_epoch, admin)
     }
 
     /// Step 3, on every replica: the epoch was re-checked by the caller; the
