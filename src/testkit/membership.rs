@@ -54,25 +54,11 @@ impl Cluster {
         }
     }
 
-    /// Adds `peer` to the region; waits until the scheduler lists it. It
-    /// joins as a learner, and the operator goes on until the leader has
-    /// promoted it, once its log caught up: how long that takes depends on
-    /// the network (a snapshot over a lossy one may take many tries), so it
-    /// is not part of what this waits for. [`Cluster::try_add_voter`] waits
-    /// for the vote too.
+    /// Adds `peer` to the region; waits until the scheduler sees it a
+    /// voter. It joins as a learner and is promoted once caught up.
     pub async fn try_add_peer(&self, region_id: RegionId, peer: Peer) -> Result<()> {
         self.schedule(region_id, OperatorKind::AddPeer, peer);
         self.wait_region(region_id, format!("add peer {peer:?}"), |info| {
-            info.region.peers.contains(&peer)
-        })
-        .await
-    }
-
-    /// Adds `peer` to the region; waits until the scheduler sees it a
-    /// voter (caught up and promoted).
-    pub async fn try_add_voter(&self, region_id: RegionId, peer: Peer) -> Result<()> {
-        self.schedule(region_id, OperatorKind::AddPeer, peer);
-        self.wait_region(region_id, format!("add voter {peer:?}"), |info| {
             info.region.peers.contains(&peer) && roles::is_voter(&info.region, peer.id)
         })
         .await
@@ -128,13 +114,6 @@ impl Cluster {
     /// Like [`Cluster::try_add_peer`]; panics after 5 s.
     pub async fn must_add_peer(&self, region_id: RegionId, peer: Peer) {
         if let Err(e) = self.try_add_peer(region_id, peer).await {
-            panic!("{e}");
-        }
-    }
-
-    /// Like [`Cluster::try_add_voter`]; panics after 5 s.
-    pub async fn must_add_voter(&self, region_id: RegionId, peer: Peer) {
-        if let Err(e) = self.try_add_voter(region_id, peer).await {
             panic!("{e}");
         }
     }

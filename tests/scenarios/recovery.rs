@@ -244,7 +244,7 @@ async fn zombie_is_collected(rescue: Rescue) {
     cluster.add_filter(Filter::Isolate(1));
     for s in 4..=6 {
         let added = cluster.alloc_peer(s);
-        cluster.must_add_voter(1, added).await;
+        cluster.must_add_peer(1, added).await;
         let gone = Peer {
             id: s - 3,
             store_id: s - 3,
@@ -479,7 +479,7 @@ async fn a_new_peer_catches_up_under_sustained_writes() {
     let at_add = written.load(Ordering::Relaxed);
     let started = Instant::now();
     cluster
-        .try_add_voter(region.id, new)
+        .try_add_peer(region.id, new)
         .await
         .unwrap_or_else(|e| panic!("added under writes: {e}"));
     let took = started.elapsed();
@@ -562,7 +562,7 @@ async fn a_store_killed_mid_ingest_finishes_it_when_it_restarts() {
         .must_store_get_equal(3, b"bulk-0-0000", Some(&value))
         .await;
     cluster
-        .try_add_voter(region.id, new)
+        .try_add_peer(region.id, new)
         .await
         .unwrap_or_else(|e| panic!("the replica on store 3 votes after its restart: {e}"));
     let state = cluster.region_state(3, region.id).expect("region state");

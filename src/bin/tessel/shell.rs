@@ -158,7 +158,7 @@ async fn membership(
         ("add-peer", Some(p)) => anyhow::bail!("store {store_id} already has peer {}", p.id),
         ("add-peer", None) => {
             let peer = cluster.alloc_peer(store_id);
-            cluster.try_add_voter(region_id, peer).await.map(|_| peer)
+            cluster.try_add_peer(region_id, peer).await.map(|_| peer)
         }
         (_, None) => anyhow::bail!("region {region_id} has no peer on store {store_id}"),
         ("remove-peer", Some(p)) => cluster.try_remove_peer(region_id, p).await.map(|_| p),
