@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -74,7 +74,7 @@ pub struct Node {
     net: Option<tokio::runtime::Runtime>,
     stop_server: Option<oneshot::Sender<()>>,
     arbiters: Vec<Arbiter>,
-    background: crate::storage::background::Background,
+    background: crate::background::Background,
 }
 
 impl Node {

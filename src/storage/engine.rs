@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::background::Background;
 use super::durable::{write_file_durable, SledSyncer};
+use crate::background::Background;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::raft_serverpb::StoreIdent;

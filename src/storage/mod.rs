@@ -1,7 +1,6 @@
 //! Durable state of a store: the sled engines, each region's `PeerStorage`
 //! (raft-rs's view of the log) and snapshots.
 
-pub mod background;
 pub(crate) mod durable;
 pub(crate) mod engine;
 pub(crate) mod peer_storage;

@@ -21,13 +21,13 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use crate::background::Background;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState, SnapshotApply,
 };
-use crate::storage::background::Background;
 use crate::storage::engine::Engines;
 use crate::storage::snapshot::{self, SnapManager};
 use crate::storage::{sessions, state};

@@ -9,11 +9,11 @@
 
 use raft::eraftpb;
 
+use crate::background::Background;
 use crate::error::Result;
 use crate::keys;
 use crate::proto::metapb::Region;
 use crate::proto::raft_serverpb::{ClientSession, RaftApplyState};
-use crate::storage::background::Background;
 use crate::storage::engine::Engines;
 use crate::storage::snap_apply::SnapshotIngest;
 use crate::storage::snapshot::{self, SnapManager};

@@ -1,5 +1,6 @@
-//! The store's background threads: snapshot generation, snapshot ingest and
-//! log deletion (`tasks.rs`). They run beside the actors, so stopping the
+//! The store's background threads (kept out of the simulated core, which only
+//! calls [`Background::check`]): snapshot generation, snapshot ingest and
+//! log deletion (`storage/tasks.rs`). They run beside the actors, so stopping the
 //! actors does not stop them; a store that stops (cleanly, or crashed in the
 //! test kit) first stops these with [`Background::stop`].
 //!
